@@ -1,0 +1,275 @@
+"""The shared-private multitask network (after ASP-MTL, Liu, Qiu & Huang 2017, and DSN).
+
+Only ``nn.Module``s and their config live here; losses, data and training are elsewhere.
+
+Shapes: B = batch, T = tokens, E = embedding dim, P = modelled publications, K = topics,
+Ds = shared feature dim, Dp = private feature dim (per publication).
+
+    token ids [B,T] ──embedding──> [B,T,E]
+        ├── SharedEncoder ──────────> shared  [B,Ds]  ──> shared topic head (unknown outlets)
+        │                                     ├──> GRL ──> publication discriminator (training only)
+        │                                     └──> bias head (optional)
+        └── PrivateEncoders (all P at once, one grouped conv)
+                                   ──> private [B,P,Dp] ──> style head: score of every outlet
+                                                         └─> topic head of the article's outlet
+                                                             over [shared; private_own]
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F  # noqa: N812 - the usual alias
+
+__all__ = [
+    "GradientReversal",
+    "ModelConfig",
+    "NetworkOutput",
+    "PrivateEncoders",
+    "SharedEncoder",
+    "SharedPrivateNet",
+    "OnnxInferenceWrapper",
+]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of :class:`SharedPrivateNet`; stored verbatim in every checkpoint."""
+
+    vocab_size: int
+    num_topics: int
+    num_publications: int
+    num_bias: int = 0  # 0 disables the bias head
+    pad_id: int = 0
+    max_length: int = 256
+    embed_dim: int = 128
+    shared_dim: int = 192  # split evenly over shared_kernel_sizes
+    shared_kernel_sizes: tuple[int, ...] = (3, 5, 7)  # odd widths: "same" padding stays symmetric
+    private_dim: int = 32  # per publication
+    private_kernel_size: int = 3
+    discriminator_hidden: int = 128
+    dropout: float = 0.3
+    # Ablation switch: False gives a fully-shared model (no private encoders; the style head
+    # then reads the shared features and the per-outlet topic heads collapse onto them).
+    use_private: bool = True
+
+    def __post_init__(self) -> None:
+        if self.shared_dim % len(self.shared_kernel_sizes):
+            raise ValueError("shared_dim must be divisible by the number of shared kernel sizes")
+        if self.num_publications < 1 or self.num_topics < 2:
+            raise ValueError("need at least 1 modelled publication and 2 topics")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        data = dict(data)
+        data["shared_kernel_sizes"] = tuple(data["shared_kernel_sizes"])
+        return cls(**data)
+
+
+class _GradientReversalFn(torch.autograd.Function):
+    """Identity forward; multiplies the gradient by -lambda backward (Ganin & Lempitsky 2015)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, strength: float) -> Tensor:
+        ctx.strength = strength
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return -ctx.strength * grad, None
+
+
+class GradientReversal(nn.Module):
+    """Gradient-reversal layer whose strength the trainer schedules (``self.strength``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.strength = 0.0
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _GradientReversalFn.apply(x, self.strength)  # type: ignore[no-any-return]
+
+
+def _masked_max(x: Tensor, mask: Tensor) -> Tensor:
+    # x: [B,C,T] after ReLU (>= 0), mask: [B,T] in {0,1}. Zeroing padded steps cannot raise
+    # the max of non-negative activations, so this is an exact masked max-pool -> [B,C].
+    return (x * mask.unsqueeze(1)).amax(dim=2)
+
+
+class SharedEncoder(nn.Module):
+    """Multi-width text CNN (Kim 2014) shared by every publication."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        per_kernel = cfg.shared_dim // len(cfg.shared_kernel_sizes)
+        self.convs = nn.ModuleList(
+            nn.Conv1d(cfg.embed_dim, per_kernel, k, padding="same") for k in cfg.shared_kernel_sizes
+        )
+
+    def forward(self, emb: Tensor, mask: Tensor) -> Tensor:
+        # emb: [B,E,T] (channels first for Conv1d), mask: [B,T] -> [B,Ds]
+        return torch.cat([_masked_max(F.relu(conv(emb)), mask) for conv in self.convs], dim=1)
+
+
+class PrivateEncoders(nn.Module):
+    """One CNN encoder per modelled publication, all run as a single convolution.
+
+    A Conv1d with P*Dp output channels is exactly P independent Conv1d(E, Dp) stacked, so all
+    outlets are encoded in one kernel call instead of a Python loop (and export as one ONNX op).
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.num_publications = cfg.num_publications
+        self.private_dim = cfg.private_dim
+        self.conv = nn.Conv1d(
+            cfg.embed_dim, cfg.num_publications * cfg.private_dim, cfg.private_kernel_size, padding="same"
+        )
+
+    def forward(self, emb: Tensor, mask: Tensor) -> Tensor:
+        # emb: [B,E,T] -> conv [B,P*Dp,T] -> pooled [B,P*Dp] -> [B,P,Dp]
+        pooled = _masked_max(F.relu(self.conv(emb)), mask)
+        return pooled.view(pooled.shape[0], self.num_publications, self.private_dim)
+
+
+@dataclass
+class NetworkOutput:
+    """Everything one forward pass yields; the trainer picks what each loss needs."""
+
+    topic_logits: Tensor  # [B,K] from the outlet's head where known, else the shared head
+    shared_topic_logits: Tensor  # [B,K] shared-only head, for every article
+    style_logits: Tensor  # [B,P]
+    bias_logits: Tensor | None  # [B,num_bias]
+    discriminator_logits: Tensor  # [B,P] publication guessed from shared features (behind GRL)
+    shared: Tensor  # [B,Ds]
+    private_own: Tensor  # [B,Dp] the article's own outlet's private features (zeros if unknown)
+    shared_contribution: Tensor  # [B] shared half's logit contribution to the predicted topic
+    private_contribution: Tensor  # [B] private half's contribution (0 for the shared head)
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+
+class SharedPrivateNet(nn.Module):
+    """Shared-private multitask network; see the module docstring for the data flow."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        p, k, ds, dp = cfg.num_publications, cfg.num_topics, cfg.shared_dim, cfg.private_dim
+        self.embedding = nn.Embedding(cfg.vocab_size, cfg.embed_dim, padding_idx=cfg.pad_id)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.shared_encoder = SharedEncoder(cfg)
+        self.private_encoders = PrivateEncoders(cfg) if cfg.use_private else None
+        own_dim = dp if cfg.use_private else 0
+        # Per-publication topic heads over [shared; private_own], stored as one tensor so the
+        # head of each article is gathered, not looped: weight [P, Ds+Dp, K], bias [P, K].
+        self.topic_head_weight = nn.Parameter(torch.empty(p, ds + own_dim, k))
+        self.topic_head_bias = nn.Parameter(torch.zeros(p, k))
+        self.shared_topic_head = nn.Linear(ds, k)
+        if cfg.use_private:
+            # Style score of outlet p reads only outlet p's private features: [P, Dp] + [P].
+            self.style_weight = nn.Parameter(torch.empty(p, dp))
+            self.style_bias = nn.Parameter(torch.zeros(p))
+            self.style_from_shared: nn.Linear | None = None
+        else:
+            self.style_from_shared = nn.Linear(ds, p)
+        self.bias_head = nn.Linear(ds, cfg.num_bias) if cfg.num_bias > 0 else None
+        self.grl = GradientReversal()
+        self.discriminator = nn.Sequential(
+            nn.Linear(ds, cfg.discriminator_hidden), nn.ReLU(), nn.Linear(cfg.discriminator_hidden, p)
+        )
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        nn.init.normal_(self.embedding.weight, std=0.1)
+        with torch.no_grad():
+            self.embedding.weight[self.cfg.pad_id].zero_()
+        nn.init.xavier_uniform_(self.topic_head_weight.view(-1, self.cfg.num_topics))
+        if self.cfg.use_private:
+            nn.init.normal_(self.style_weight, std=0.05)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, publication_index: Tensor) -> NetworkOutput:
+        # input_ids, attention_mask: [B,T] int64; publication_index: [B] int64, -1 = unknown outlet
+        mask = attention_mask.to(torch.float32)
+        emb = self.dropout(self.embedding(input_ids)).transpose(1, 2)  # [B,E,T]
+        shared = self.dropout(self.shared_encoder(emb, mask))  # [B,Ds]
+        batch = shared.shape[0]
+
+        known = publication_index >= 0  # [B] bool
+        own = publication_index.clamp(min=0)  # [B] safe gather index; masked by `known` below
+        head_w = self.topic_head_weight[own]  # [B, Ds(+Dp), K]
+        head_b = self.topic_head_bias[own]  # [B, K]
+        ds = self.cfg.shared_dim
+
+        if self.private_encoders is not None:
+            private = self.dropout(self.private_encoders(emb, mask))  # [B,P,Dp]
+            private_own = private[torch.arange(batch, device=private.device), own]  # [B,Dp]
+            private_own = private_own * known.unsqueeze(1).to(private_own.dtype)
+            style_logits = (private * self.style_weight.unsqueeze(0)).sum(-1) + self.style_bias  # [B,P]
+            shared_part = torch.bmm(shared.unsqueeze(1), head_w[:, :ds, :]).squeeze(1)  # [B,K]
+            private_part = torch.bmm(private_own.unsqueeze(1), head_w[:, ds:, :]).squeeze(1)  # [B,K]
+        else:
+            assert self.style_from_shared is not None
+            private_own = shared.new_zeros(batch, self.cfg.private_dim)
+            style_logits = self.style_from_shared(shared)
+            shared_part = torch.bmm(shared.unsqueeze(1), head_w).squeeze(1)
+            private_part = torch.zeros_like(shared_part)
+
+        shared_topic_logits = self.shared_topic_head(shared)  # [B,K]
+        own_logits = shared_part + private_part + head_b
+        topic_logits = torch.where(known.unsqueeze(1), own_logits, shared_topic_logits)
+
+        # Contribution of each half to the predicted topic's logit (shared head: all shared).
+        predicted = topic_logits.argmax(dim=1, keepdim=True)  # [B,1]
+        shared_contribution = torch.where(
+            known,
+            shared_part.gather(1, predicted).squeeze(1),
+            (shared_topic_logits - self.shared_topic_head.bias).gather(1, predicted).squeeze(1),
+        )
+        private_contribution = torch.where(
+            known, private_part.gather(1, predicted).squeeze(1), torch.zeros_like(shared_contribution)
+        )
+        return NetworkOutput(
+            topic_logits=topic_logits,
+            shared_topic_logits=shared_topic_logits,
+            style_logits=style_logits,
+            bias_logits=self.bias_head(shared) if self.bias_head is not None else None,
+            discriminator_logits=self.discriminator(self.grl(shared)),
+            shared=shared,
+            private_own=private_own,
+            shared_contribution=shared_contribution,
+            private_contribution=private_contribution,
+        )
+
+
+class OnnxInferenceWrapper(nn.Module):
+    """Inference graph for export: probabilities and contribution figures as a flat tuple.
+
+    Outputs (in order): topic_probs [B,K], style_scores [B,P], shared_share [B],
+    shared_contribution [B], private_contribution [B], and bias_probs [B,C] if trained.
+    ``shared_share`` = |shared| / (|shared| + |private|) of the predicted topic's logit.
+    """
+
+    def __init__(self, net: SharedPrivateNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, publication_index: Tensor) -> tuple[Tensor, ...]:
+        out = self.net(input_ids, attention_mask, publication_index)
+        shared_abs = out.shared_contribution.abs()
+        share = shared_abs / (shared_abs + out.private_contribution.abs() + 1e-9)
+        result = (
+            F.softmax(out.topic_logits, dim=-1),
+            F.softmax(out.style_logits, dim=-1),
+            share,
+            out.shared_contribution,
+            out.private_contribution,
+        )
+        if out.bias_logits is not None:
+            result = result + (F.softmax(out.bias_logits, dim=-1),)
+        return result
