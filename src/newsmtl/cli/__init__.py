@@ -10,12 +10,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
-import click
 import typer
 
 from newsmtl._errors import NewsmtlError
 from newsmtl._version import __version__
-from newsmtl.cli import _schemas
+from newsmtl.cli import _analysis, _demo, _export, _model, _replay, _schemas, _serve
 
 __all__ = ["app", "main", "run"]
 
@@ -48,7 +47,7 @@ def _root(
     )
 
 
-for _module in (_schemas,):
+for _module in (_schemas, _export, _model, _serve, _analysis, _replay, _demo):
     _module.register(app)
 
 
@@ -57,17 +56,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         result = command.main(args=list(argv) if argv is not None else None, prog_name="newsmtl", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    # Typer >= 0.26 vendors Click: its usage errors derive from typer.TyperException, not from
+    # click.ClickException (and click is no longer installed with typer).
+    except typer.Exit as exc:
         return int(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
+    except typer.TyperException as exc:
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            typer.echo("Error: %s" % exc, err=True)
         return int(exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         typer.echo("Aborted.", err=True)
         return 130
     except NewsmtlError as exc:
         typer.echo("newsmtl: error: %s" % exc, err=True)
         return 2
+    except OSError as exc:
+        # Unwritable output paths, missing files and the like: a message, not a traceback.
+        typer.echo("newsmtl: error: %s" % exc, err=True)
+        return 1
     except KeyboardInterrupt:
         typer.echo("Interrupted.", err=True)
         return 130

@@ -25,6 +25,10 @@ def describe_validation_error(exc: ValidationError) -> str:
 
 def _classify(exc: ValidationError) -> str:
     types = {err["type"] for err in exc.errors(include_url=False)}
+    if "json_invalid" in types:
+        # Text that Python's json module accepts but pydantic's parser rejects, e.g. a lone
+        # surrogate escape ("\ud800") that no UTF-8 string can hold.
+        return "invalid_json"
     if "string_too_long" in types:
         return "oversize"
     if types & {"missing"}:

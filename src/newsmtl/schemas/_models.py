@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -27,7 +27,7 @@ __all__ = [
     "TopicResult",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1  # Final: mypy reads it as Literal[1], the type of schema_version
 
 MAX_ID_CHARS = 128
 MAX_TITLE_CHARS = 2_000
@@ -38,6 +38,8 @@ MAX_URL_CHARS = 4_096
 MAX_PUBLICATION_CHARS = 256
 
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
+# No surrounding whitespace and no line breaks (ECMA-262 "." matches no line terminator).
+_ID_PATTERN = r"^\S(.*\S)?$"
 
 
 class Article(BaseModel):
@@ -49,9 +51,22 @@ class Article(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True, str_strip_whitespace=False)
 
-    id: Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS, description="Stable article id.")]
+    # The validators below give the friendly messages; json_schema_extra repeats their rules as
+    # patterns so that the published JSON Schema rejects the same inputs.
+    id: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=MAX_ID_CHARS,
+            description="Stable article id.",
+            json_schema_extra={"pattern": _ID_PATTERN},
+        ),
+    ]
     title: Annotated[str, Field(max_length=MAX_TITLE_CHARS, description="Headline; may be empty.")]
-    text: Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS, description="Body text.")]
+    text: Annotated[
+        str,
+        Field(min_length=1, max_length=MAX_TEXT_CHARS, description="Body text.", json_schema_extra={"pattern": r"\S"}),
+    ]
     publication: Annotated[
         str | None,
         Field(
@@ -62,7 +77,12 @@ class Article(BaseModel):
     ] = None
     url: Annotated[str | None, Field(None, max_length=MAX_URL_CHARS)] = None
     published_at: datetime | None = None
-    language: Annotated[str | None, Field(None, max_length=35, description="BCP 47 tag, e.g. 'en'.")] = None
+    language: Annotated[
+        str | None,
+        Field(
+            None, max_length=35, description="BCP 47 tag, e.g. 'en'.", json_schema_extra={"pattern": _LANGUAGE.pattern}
+        ),
+    ] = None
 
     @field_validator("id")
     @classmethod

@@ -1,0 +1,1 @@
+"""Foundation: the wire schemas, settings, CLI basics and the real-services test harness."""
