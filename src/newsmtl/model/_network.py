@@ -6,7 +6,8 @@ Shapes: B = batch, T = tokens, E = embedding dim, P = modelled publications, K =
 Ds = shared feature dim, Dp = private feature dim (per publication).
 
     token ids [B,T] ──embedding──> [B,T,E]
-        ├── SharedEncoder ──────────> shared  [B,Ds]  ──> shared topic head (unknown outlets)
+        ├── SharedEncoder ──────────> shared  [B,Ds]  ──> shared topic head (unknown outlets;
+        │                                     │           residual base of every outlet head)
         │                                     ├──> GRL ──> publication discriminator (training only)
         │                                     └──> bias head (optional)
         └── PrivateEncoders (all P at once, one grouped conv)
@@ -55,10 +56,30 @@ class ModelConfig:
     # Ablation switch: False gives a fully-shared model (no private encoders; the style head
     # then reads the shared features and the per-outlet topic heads collapse onto them).
     use_private: bool = True
+    # False: every article uses the shared topic head (the single-task ablation).
+    per_publication_topic_heads: bool = True
+    # True: an outlet's topic logits are the shared head's plus a zero-initialised per-outlet
+    # correction over [shared; private_own]. Each outlet head then starts as (and is pulled
+    # towards, by weight decay) the shared head instead of learning K classes from its own
+    # few hundred articles; rare topics of small outlets stop collapsing.
+    residual_topic_heads: bool = True
+    # "max": features are the max over time of each conv channel (Kim 2014). "max_mean": half
+    # the channels, each pooled by max *and* by masked mean, for the same feature dims. Max says
+    # whether a pattern occurs, the mean how often; house style is largely about frequencies
+    # (of attribution verbs, quotes, sentence shapes) and the convs cost half as much.
+    pooling: str = "max"
+
+    @property
+    def pool_factor(self) -> int:
+        return 2 if self.pooling == "max_mean" else 1
 
     def __post_init__(self) -> None:
-        if self.shared_dim % len(self.shared_kernel_sizes):
-            raise ValueError("shared_dim must be divisible by the number of shared kernel sizes")
+        if self.pooling not in ("max", "max_mean"):
+            raise ValueError("pooling must be 'max' or 'max_mean'")
+        if self.shared_dim % (len(self.shared_kernel_sizes) * self.pool_factor):
+            raise ValueError("shared_dim must be divisible by the number of shared kernel sizes (x2 for max_mean)")
+        if self.private_dim % self.pool_factor:
+            raise ValueError("private_dim must be even with max_mean pooling")
         if self.num_publications < 1 or self.num_topics < 2:
             raise ValueError("need at least 1 modelled publication and 2 topics")
 
@@ -96,10 +117,15 @@ class GradientReversal(nn.Module):
         return _GradientReversalFn.apply(x, self.strength)  # type: ignore[no-any-return]
 
 
-def _masked_max(x: Tensor, mask: Tensor) -> Tensor:
+def _pool(x: Tensor, mask: Tensor, pooling: str) -> Tensor:
     # x: [B,C,T] after ReLU (>= 0), mask: [B,T] in {0,1}. Zeroing padded steps cannot raise
-    # the max of non-negative activations, so this is an exact masked max-pool -> [B,C].
-    return (x * mask.unsqueeze(1)).amax(dim=2)
+    # the max of non-negative activations, so the max is an exact masked max-pool; the mean
+    # divides by the real length. -> [B,C] ("max") or [B,2C] ("max_mean": [max | mean]).
+    masked = x * mask.unsqueeze(1)
+    if pooling == "max":
+        return masked.amax(dim=2)
+    mean = masked.sum(dim=2) / mask.sum(dim=1, keepdim=True).clamp(min=1.0)
+    return torch.cat([masked.amax(dim=2), mean], dim=1)
 
 
 class SharedEncoder(nn.Module):
@@ -107,14 +133,15 @@ class SharedEncoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        per_kernel = cfg.shared_dim // len(cfg.shared_kernel_sizes)
+        self.pooling = cfg.pooling
+        per_kernel = cfg.shared_dim // (len(cfg.shared_kernel_sizes) * cfg.pool_factor)
         self.convs = nn.ModuleList(
             nn.Conv1d(cfg.embed_dim, per_kernel, k, padding="same") for k in cfg.shared_kernel_sizes
         )
 
     def forward(self, emb: Tensor, mask: Tensor) -> Tensor:
         # emb: [B,E,T] (channels first for Conv1d), mask: [B,T] -> [B,Ds]
-        return torch.cat([_masked_max(F.relu(conv(emb)), mask) for conv in self.convs], dim=1)
+        return torch.cat([_pool(F.relu(conv(emb)), mask, self.pooling) for conv in self.convs], dim=1)
 
 
 class PrivateEncoders(nn.Module):
@@ -128,14 +155,20 @@ class PrivateEncoders(nn.Module):
         super().__init__()
         self.num_publications = cfg.num_publications
         self.private_dim = cfg.private_dim
+        self.pooling = cfg.pooling
         self.conv = nn.Conv1d(
-            cfg.embed_dim, cfg.num_publications * cfg.private_dim, cfg.private_kernel_size, padding="same"
+            cfg.embed_dim, cfg.num_publications * cfg.private_dim // cfg.pool_factor, cfg.private_kernel_size,
+            padding="same"
         )
 
     def forward(self, emb: Tensor, mask: Tensor) -> Tensor:
-        # emb: [B,E,T] -> conv [B,P*Dp,T] -> pooled [B,P*Dp] -> [B,P,Dp]
-        pooled = _masked_max(F.relu(self.conv(emb)), mask)
-        return pooled.view(pooled.shape[0], self.num_publications, self.private_dim)
+        # emb: [B,E,T] -> conv [B,P*C,T] (C = Dp, or Dp/2 for max_mean) -> pooled -> [B,P,Dp]
+        batch, p = emb.shape[0], self.num_publications
+        pooled = _pool(F.relu(self.conv(emb)), mask, self.pooling)  # [B,P*C] or [B,2*P*C]
+        if self.pooling == "max":
+            return pooled.view(batch, p, self.private_dim)
+        # [max over P*C | mean over P*C] -> per outlet [max C | mean C]
+        return pooled.view(batch, 2, p, self.private_dim // 2).transpose(1, 2).reshape(batch, p, self.private_dim)
 
 
 @dataclass
@@ -189,7 +222,10 @@ class SharedPrivateNet(nn.Module):
         nn.init.normal_(self.embedding.weight, std=0.1)
         with torch.no_grad():
             self.embedding.weight[self.cfg.pad_id].zero_()
-        nn.init.xavier_uniform_(self.topic_head_weight.view(-1, self.cfg.num_topics))
+        if self.cfg.residual_topic_heads:
+            nn.init.zeros_(self.topic_head_weight)
+        else:
+            nn.init.xavier_uniform_(self.topic_head_weight.view(-1, self.cfg.num_topics))
         if self.cfg.use_private:
             nn.init.normal_(self.style_weight, std=0.05)
 
@@ -214,14 +250,22 @@ class SharedPrivateNet(nn.Module):
             shared_part = torch.bmm(shared.unsqueeze(1), head_w[:, :ds, :]).squeeze(1)  # [B,K]
             private_part = torch.bmm(private_own.unsqueeze(1), head_w[:, ds:, :]).squeeze(1)  # [B,K]
         else:
-            assert self.style_from_shared is not None
+            if self.style_from_shared is None:  # pragma: no cover - built together with use_private
+                raise RuntimeError("fully-shared network without a shared style head")
             private_own = shared.new_zeros(batch, self.cfg.private_dim)
             style_logits = self.style_from_shared(shared)
             shared_part = torch.bmm(shared.unsqueeze(1), head_w).squeeze(1)
             private_part = torch.zeros_like(shared_part)
 
         shared_topic_logits = self.shared_topic_head(shared)  # [B,K]
+        if self.cfg.residual_topic_heads:
+            # The shared head's weights count as shared contribution of the outlet head too.
+            shared_part = shared_part + (shared_topic_logits - self.shared_topic_head.bias)
         own_logits = shared_part + private_part + head_b
+        if self.cfg.residual_topic_heads:
+            own_logits = own_logits + self.shared_topic_head.bias
+        if not self.cfg.per_publication_topic_heads:
+            known = torch.zeros_like(known)
         topic_logits = torch.where(known.unsqueeze(1), own_logits, shared_topic_logits)
 
         # Contribution of each half to the predicted topic's logit (shared head: all shared).
@@ -263,7 +307,7 @@ class OnnxInferenceWrapper(nn.Module):
         out = self.net(input_ids, attention_mask, publication_index)
         shared_abs = out.shared_contribution.abs()
         share = shared_abs / (shared_abs + out.private_contribution.abs() + 1e-9)
-        result = (
+        result: tuple[Tensor, ...] = (
             F.softmax(out.topic_logits, dim=-1),
             F.softmax(out.style_logits, dim=-1),
             share,

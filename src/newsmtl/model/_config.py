@@ -1,0 +1,210 @@
+"""Training configuration and its presets (torch-free).
+
+A run is fully described by one :class:`TrainConfig`; it is stored in the checkpoint and in
+``config.json``, so a run can be reproduced (and its split recomputed) from it and the data.
+
+Presets: ``tiny`` (tests: 3,000 articles, 6 modelled outlets, trains in about 20 seconds on
+one core), ``base`` (= ``full``: the full shared-private adversarial model on the whole pool) and
+the ablations ``single-task`` (topic only), ``fully-shared`` (no private encoders, no adversary)
+and ``shared-private`` (private encoders, but no adversarial and no difference loss).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from newsmtl._errors import ConfigError
+
+__all__ = ["PRESETS", "TrainConfig", "load_train_config", "preset_config"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Everything a training run depends on besides the data file itself."""
+
+    preset: str = "base"
+    seed: int = 13
+
+    # -- data ------------------------------------------------------------------------------
+    label_field: str = "topic_coarse"
+    fields: dict[str, str] = field(default_factory=dict)  # logical -> column overrides
+    max_articles: int | None = None  # seeded random subset of the file (before splitting)
+    dev_fraction: float = 0.1
+    test_fraction: float = 0.1
+    min_publication_articles: int = 300  # training articles an outlet needs to be modelled
+    max_publications: int | None = None
+    publications: list[str] | None = None  # explicit modelled outlets (overrides the threshold)
+    bias_head: bool = True  # train the bias head when the data has bias labels
+
+    # -- text ------------------------------------------------------------------------------
+    vocab_size: int = 16_000
+    max_length: int = 256
+    title_max_tokens: int = 32
+    mask_outlets: bool = True
+    masking: dict[str, Any] | None = None  # OutletMasker.from_config override table
+
+    # -- network (see ModelConfig) ---------------------------------------------------------
+    embed_dim: int = 128
+    shared_dim: int = 192
+    shared_kernel_sizes: tuple[int, ...] = (3, 5, 7)
+    private_dim: int = 16
+    private_kernel_size: int = 3
+    discriminator_hidden: int = 128
+    dropout: float = 0.3
+    use_private: bool = True
+    per_publication_topic_heads: bool = True
+    residual_topic_heads: bool = True
+    pooling: Literal["max", "max_mean"] = "max"
+
+    # -- optimisation ----------------------------------------------------------------------
+    epochs: int = 4
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.05
+    schedule: Literal["cosine", "linear"] = "cosine"
+    grad_clip: float = 1.0
+    patience: int = 2  # epochs without dev topic macro-F1 improvement before stopping
+    # Topic class weights: "none", or "sqrt_inverse" = (n_max / n_class) ** 0.5 from the
+    # training split, normalised to mean 1 (helps macro-F1 on rare topics).
+    topic_class_weighting: Literal["none", "sqrt_inverse"] = "none"
+
+    # -- loss weights (ASP-MTL: adversarial 0.05, difference 0.01) --------------------------
+    loss_topic: float = 1.0
+    loss_shared_topic: float = 0.5
+    loss_style: float = 1.0
+    loss_bias: float = 0.5
+    loss_adversarial: float = 0.05
+    loss_difference: float = 0.01
+    adversarial_max_strength: float = 1.0  # GRL strength = max * DANN schedule(progress)
+    adversarial_gamma: float = 10.0
+
+    # -- runtime ---------------------------------------------------------------------------
+    threads: int = 0  # 0 = auto: the CPUs this process may use, fewer on a loaded machine
+    amp: bool = True  # mixed precision, CUDA only
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.epochs < 1:
+            problems.append("epochs must be >= 1")
+        if self.batch_size < 1 or self.eval_batch_size < 1:
+            problems.append("batch sizes must be >= 1")
+        if self.lr <= 0:
+            problems.append("lr must be > 0")
+        if not 0 <= self.warmup_fraction < 1:
+            problems.append("warmup_fraction must be in [0, 1)")
+        if self.schedule not in ("cosine", "linear"):
+            problems.append("schedule must be 'cosine' or 'linear'")
+        if self.topic_class_weighting not in ("none", "sqrt_inverse"):
+            problems.append("topic_class_weighting must be 'none' or 'sqrt_inverse'")
+        if self.min_publication_articles < 1:
+            problems.append("min_publication_articles must be >= 1")
+        if self.max_articles is not None and self.max_articles < 10:
+            problems.append("max_articles must be >= 10")
+        if self.patience < 1:
+            problems.append("patience must be >= 1")
+        for name in ("loss_topic", "loss_shared_topic", "loss_style", "loss_bias", "loss_adversarial", "loss_difference"):
+            if getattr(self, name) < 0:
+                problems.append("%s must be >= 0" % name)
+        if self.loss_topic <= 0 and self.loss_shared_topic <= 0:
+            problems.append("at least one topic loss weight must be > 0")
+        if problems:
+            raise ConfigError("invalid train config: %s" % "; ".join(problems))
+
+    @property
+    def trains_style(self) -> bool:
+        return self.loss_style > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["shared_kernel_sizes"] = list(self.shared_kernel_sizes)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError("unknown train config keys: %s" % ", ".join(unknown))
+        values = dict(data)
+        if "shared_kernel_sizes" in values:
+            values["shared_kernel_sizes"] = tuple(int(k) for k in values["shared_kernel_sizes"])
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise ConfigError("invalid train config: %s" % exc) from None
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+
+_BASE: dict[str, Any] = {}
+_SINGLE_TASK: dict[str, Any] = {
+    "use_private": False,
+    "per_publication_topic_heads": False,
+    "bias_head": False,
+    "loss_shared_topic": 0.0,  # the topic term already is the shared head's
+    "loss_style": 0.0,
+    "loss_bias": 0.0,
+    "loss_adversarial": 0.0,
+    "loss_difference": 0.0,
+}
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "max_articles": 3_000,
+        "min_publication_articles": 60,
+        "max_publications": 6,  # the 6 biggest outlets of 3,000 random articles
+        "vocab_size": 4_000,
+        "max_length": 128,
+        "title_max_tokens": 24,
+        "embed_dim": 48,
+        "shared_dim": 96,
+        "private_dim": 8,
+        "discriminator_hidden": 32,
+        "dropout": 0.1,
+        "epochs": 5,
+        "patience": 5,
+        "batch_size": 32,
+        "lr": 1e-2,
+        "warmup_fraction": 0.1,
+    },
+    "base": _BASE,
+    "full": _BASE,
+    "single-task": _SINGLE_TASK,
+    "fully-shared": {"use_private": False, "loss_adversarial": 0.0, "loss_difference": 0.0},
+    "shared-private": {"loss_adversarial": 0.0, "loss_difference": 0.0},
+}
+
+
+def preset_config(name: str, **overrides: Any) -> TrainConfig:
+    if name not in PRESETS:
+        raise ConfigError("unknown preset %r (choose from %s)" % (name, ", ".join(PRESETS)))
+    return TrainConfig.from_dict({**PRESETS[name], "preset": name, **overrides})
+
+
+def load_train_config(path: Path | None, *, preset: str | None = None, **overrides: Any) -> TrainConfig:
+    """Preset (from ``preset``, else the file's ``preset`` key, else ``base``), updated by the
+    JSON/TOML file, updated by ``overrides`` whose value is not None."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = Path(path).read_bytes()
+            data = tomllib.loads(raw.decode("utf-8")) if path.suffix == ".toml" else json.loads(raw)
+        except (OSError, ValueError) as exc:
+            raise ConfigError("cannot read train config %s: %s" % (path, exc)) from None
+        if not isinstance(data, dict):
+            raise ConfigError("train config %s must be a JSON/TOML object" % path)
+    name = preset or data.pop("preset", None) or "base"
+    data.pop("preset", None)
+    if name not in PRESETS:
+        raise ConfigError("unknown preset %r (choose from %s)" % (name, ", ".join(PRESETS)))
+    merged = {**PRESETS[name], **data, **{k: v for k, v in overrides.items() if v is not None}, "preset": name}
+    return TrainConfig.from_dict(merged)

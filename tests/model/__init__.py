@@ -1,0 +1,1 @@
+"""Model component: text preprocessing, data, losses, network, training and evaluation."""
