@@ -119,6 +119,9 @@ def _run_demo(
     from newsmtl.demo import load_samples, results_table, stream_demo
 
     console = Console(width=width)
+    if width is None and not console.is_terminal:
+        # Piped or under CI, rich falls back to 80 columns, which squeezes the table unreadably.
+        console = Console(width=160)
     articles = load_samples(samples)
     if limit is not None:
         articles = articles[:limit]

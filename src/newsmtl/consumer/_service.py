@@ -340,7 +340,9 @@ class NewsService:
             "running": self._running,
             "model": self._predictor is not None,
             "partitions": _names(clients.consumer.assignment()) if clients is not None else [],
-            "kafka": clients is not None and await self._kafka_answers(clients.consumer),
+            # Ask the broker only once the consumer has started: before that aiokafka has no
+            # bootstrap metadata and logs an error for every probe.
+            "kafka": self._running and clients is not None and await self._kafka_answers(clients.consumer),
         }
         if clients is not None and clients.redis is not None:
             try:
