@@ -33,11 +33,15 @@ def test_shapes_and_unknown_outlet_uses_shared_head() -> None:
     assert out.private_contribution[2] == 0 and out.private_own[2].abs().sum() == 0
 
 
-@pytest.mark.parametrize("pooling", ["max", "max_mean"])
-def test_padding_length_does_not_change_the_result(pooling: str) -> None:
+@pytest.mark.parametrize(
+    "changes",
+    [{}, {"pooling": "max_mean"}, {"bag_of_words": True, "bigram_buckets": 101, "bigram_dim": 6}],
+)
+def test_padding_length_does_not_change_the_result(changes: dict[str, object]) -> None:
     # The serving side pads batches to different lengths: [PAD] embeds to zeros, exactly what
-    # the convolutions' own "same" padding adds, so extra padding changes nothing.
-    net = _net(pooling=pooling)
+    # the convolutions' own "same" padding adds, and the bag-of-n-grams means divide by the
+    # real length, so extra padding changes nothing.
+    net = _net(**changes)
     ids, mask, pub = _batch()
     ids[1, 10:] = 0  # pad_id under the mask
     longer_ids = torch.cat([ids, torch.zeros(4, 5, dtype=torch.long)], dim=1)

@@ -190,7 +190,7 @@ def evaluate_run(
             "run_dir": str(run_dir),
             "preset": cfg.preset,
             "created_at": run.created_at,
-            "train_seconds": _train_seconds(run_dir),
+            **_timing(run_dir),
             "dev": run.metrics.get("dev", {}),
         },
         "data": {"path": str(Path(data_path).resolve()), "split": split, "n": len(examples), "seed": cfg.seed,
@@ -230,14 +230,15 @@ def _majority_baselines(run_data: dict[str, Any], examples: Sequence[Any], known
     return out
 
 
-def _train_seconds(run_dir: Path) -> float | None:
+def _timing(run_dir: Path) -> dict[str, float | None]:
     import json
 
     try:
-        value = json.loads((Path(run_dir) / METRICS_JSON).read_text(encoding="utf-8")).get("train_seconds")
+        metrics = json.loads((Path(run_dir) / METRICS_JSON).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
-    return float(value) if isinstance(value, int | float) else None
+        metrics = {}
+    keys = ("train_seconds", "total_seconds", "cpu_seconds")
+    return {k: float(metrics[k]) if isinstance(metrics.get(k), int | float) else None for k in keys}
 
 
 def _finite(value: Any) -> Any:

@@ -68,10 +68,24 @@ class ModelConfig:
     # whether a pattern occurs, the mean how often; house style is largely about frequencies
     # (of attribution verbs, quotes, sentence shapes) and the convs cost half as much.
     pooling: str = "max"
+    # Bag-of-n-grams branch of the shared encoder (fastText, Joulin et al. 2017): the masked mean
+    # of the token embeddings (E dims) and, with bigram_buckets > 0, of hashed-bigram embeddings
+    # (bigram_dim dims) is appended to the CNN features. Max-pooled convs say which n-gram
+    # detectors fired somewhere in the text; the means say how much of the text is about what,
+    # which is what TF-IDF models exploit for topics.
+    bag_of_words: bool = False
+    bigram_buckets: int = 0
+    bigram_dim: int = 64
 
     @property
     def pool_factor(self) -> int:
         return 2 if self.pooling == "max_mean" else 1
+
+    @property
+    def shared_feature_dim(self) -> int:
+        """Ds of the docs: CNN features plus the bag-of-n-grams means, if any."""
+        bow = self.embed_dim if self.bag_of_words else 0
+        return self.shared_dim + bow + (self.bigram_dim if self.bigram_buckets > 0 else 0)
 
     def __post_init__(self) -> None:
         if self.pooling not in ("max", "max_mean"):
@@ -80,6 +94,8 @@ class ModelConfig:
             raise ValueError("shared_dim must be divisible by the number of shared kernel sizes (x2 for max_mean)")
         if self.private_dim % self.pool_factor:
             raise ValueError("private_dim must be even with max_mean pooling")
+        if self.bigram_buckets < 0 or self.bigram_dim < 1:
+            raise ValueError("bigram_buckets must be >= 0 and bigram_dim >= 1")
         if self.num_publications < 1 or self.num_topics < 2:
             raise ValueError("need at least 1 modelled publication and 2 topics")
 
@@ -128,20 +144,38 @@ def _pool(x: Tensor, mask: Tensor, pooling: str) -> Tensor:
     return torch.cat([masked.amax(dim=2), mean], dim=1)
 
 
+_BIGRAM_PRIME = 1_000_003  # hash(a, b) = (a * prime + b) mod buckets; ids < 2^20 keep it in int64
+
+
 class SharedEncoder(nn.Module):
-    """Multi-width text CNN (Kim 2014) shared by every publication."""
+    """Multi-width text CNN (Kim 2014) shared by every publication, optionally with a
+    bag-of-n-grams branch (see ``ModelConfig.bag_of_words``)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.pooling = cfg.pooling
+        self.bag_of_words = cfg.bag_of_words
+        self.bigram_buckets = cfg.bigram_buckets
         per_kernel = cfg.shared_dim // (len(cfg.shared_kernel_sizes) * cfg.pool_factor)
         self.convs = nn.ModuleList(
             nn.Conv1d(cfg.embed_dim, per_kernel, k, padding="same") for k in cfg.shared_kernel_sizes
         )
+        self.bigram_embedding = (
+            nn.Embedding(cfg.bigram_buckets, cfg.bigram_dim) if cfg.bigram_buckets > 0 else None
+        )
 
-    def forward(self, emb: Tensor, mask: Tensor) -> Tensor:
-        # emb: [B,E,T] (channels first for Conv1d), mask: [B,T] -> [B,Ds]
-        return torch.cat([_pool(F.relu(conv(emb)), mask, self.pooling) for conv in self.convs], dim=1)
+    def forward(self, emb: Tensor, mask: Tensor, input_ids: Tensor) -> Tensor:
+        # emb: [B,E,T] (channels first for Conv1d), mask: [B,T] float, input_ids: [B,T] -> [B,Ds]
+        feats = [_pool(F.relu(conv(emb)), mask, self.pooling) for conv in self.convs]
+        length = mask.sum(dim=1, keepdim=True).clamp(min=1.0)  # [B,1]
+        if self.bag_of_words:
+            feats.append((emb * mask.unsqueeze(1)).sum(dim=2) / length)  # [B,E]
+        if self.bigram_embedding is not None:
+            pairs = input_ids[:, :-1] * _BIGRAM_PRIME + input_ids[:, 1:]  # [B,T-1]
+            pair_mask = (mask[:, :-1] * mask[:, 1:]).unsqueeze(2)  # [B,T-1,1]
+            bigrams = self.bigram_embedding(torch.remainder(pairs, self.bigram_buckets))  # [B,T-1,Db]
+            feats.append((bigrams * pair_mask).sum(dim=1) / length)  # [B,Db]
+        return torch.cat(feats, dim=1)
 
 
 class PrivateEncoders(nn.Module):
@@ -193,7 +227,7 @@ class SharedPrivateNet(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        p, k, ds, dp = cfg.num_publications, cfg.num_topics, cfg.shared_dim, cfg.private_dim
+        p, k, ds, dp = cfg.num_publications, cfg.num_topics, cfg.shared_feature_dim, cfg.private_dim
         self.embedding = nn.Embedding(cfg.vocab_size, cfg.embed_dim, padding_idx=cfg.pad_id)
         self.dropout = nn.Dropout(cfg.dropout)
         self.shared_encoder = SharedEncoder(cfg)
@@ -220,6 +254,8 @@ class SharedPrivateNet(nn.Module):
 
     def _init_weights(self) -> None:
         nn.init.normal_(self.embedding.weight, std=0.1)
+        if self.shared_encoder.bigram_embedding is not None:
+            nn.init.normal_(self.shared_encoder.bigram_embedding.weight, std=0.1)
         with torch.no_grad():
             self.embedding.weight[self.cfg.pad_id].zero_()
         if self.cfg.residual_topic_heads:
@@ -233,14 +269,14 @@ class SharedPrivateNet(nn.Module):
         # input_ids, attention_mask: [B,T] int64; publication_index: [B] int64, -1 = unknown outlet
         mask = attention_mask.to(torch.float32)
         emb = self.dropout(self.embedding(input_ids)).transpose(1, 2)  # [B,E,T]
-        shared = self.dropout(self.shared_encoder(emb, mask))  # [B,Ds]
+        shared = self.dropout(self.shared_encoder(emb, mask, input_ids))  # [B,Ds]
         batch = shared.shape[0]
 
         known = publication_index >= 0  # [B] bool
         own = publication_index.clamp(min=0)  # [B] safe gather index; masked by `known` below
         head_w = self.topic_head_weight[own]  # [B, Ds(+Dp), K]
         head_b = self.topic_head_bias[own]  # [B, K]
-        ds = self.cfg.shared_dim
+        ds = self.cfg.shared_feature_dim
 
         if self.private_encoders is not None:
             private = self.dropout(self.private_encoders(emb, mask))  # [B,P,Dp]

@@ -141,7 +141,8 @@ def build_model_config(cfg: TrainConfig, *, vocab_size: int, pad_id: int, num_to
         private_kernel_size=cfg.private_kernel_size, discriminator_hidden=cfg.discriminator_hidden,
         dropout=cfg.dropout, use_private=cfg.use_private,
         per_publication_topic_heads=cfg.per_publication_topic_heads, residual_topic_heads=cfg.residual_topic_heads,
-        pooling=cfg.pooling,
+        pooling=cfg.pooling, bag_of_words=cfg.bag_of_words, bigram_buckets=cfg.bigram_buckets,
+        bigram_dim=cfg.bigram_dim,
     )
 
 
@@ -209,7 +210,7 @@ def train(
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     data = prepare_data(data_path, cfg)
     t_data = time.perf_counter()
     if state is not None and state["data"]["train_fingerprint"] != data.info["train_fingerprint"]:
@@ -280,14 +281,16 @@ def train(
     )
 
     class_weights: torch.Tensor | None = None
-    if cfg.topic_class_weighting == "sqrt_inverse":
+    if cfg.topic_class_weighting != "none":
         counts = np.bincount(train_set.topic[train_set.topic >= 0], minlength=len(data.topics)).astype(np.float64)
-        w = np.sqrt(counts.max() / np.maximum(counts, 1.0))
+        w = counts.max() / np.maximum(counts, 1.0)
+        if cfg.topic_class_weighting == "sqrt_inverse":
+            w = np.sqrt(w)
         class_weights = torch.tensor(w / w.mean(), dtype=torch.float32, device=device)
 
     start_epoch, global_step, best, bad_epochs, best_epoch = 0, 0, -1.0, 0, 0
     history: list[dict[str, Any]] = []
-    prior_seconds = 0.0
+    prior_seconds = prior_total = prior_cpu = 0.0
     best_metrics: dict[str, Any] = {}
     stopped_early = False
     if state is not None:
@@ -300,6 +303,8 @@ def train(
         best, bad_epochs, best_epoch = float(state["best"]), int(state["bad_epochs"]), int(state["best_epoch"])
         history = list(state["history"])
         prior_seconds = float(state["train_seconds"])
+        prior_total = float(state.get("total_seconds", prior_seconds))
+        prior_cpu = float(state.get("cpu_seconds", 0.0))
         best_metrics = dict(state["best_metrics"])
         stopped_early = bool(state["stopped_early"])
 
@@ -358,6 +363,11 @@ def train(
         improved = metrics[PRIMARY_METRIC] > best
         history.append({"epoch": epoch, "seconds": round(seconds, 1), **metrics})
         elapsed = prior_seconds + time.perf_counter() - t_train
+        timing = {
+            "train_seconds": round(elapsed, 1),
+            "total_seconds": round(prior_total + time.perf_counter() - t0, 1),
+            "cpu_seconds": round(prior_cpu + time.process_time() - c0, 1),
+        }
         if improved:
             best, best_epoch, bad_epochs, best_metrics = metrics[PRIMARY_METRIC], epoch, 0, metrics
             ckpt = {
@@ -395,19 +405,25 @@ def train(
                 "best_metrics": best_metrics,
                 "bad_epochs": bad_epochs,
                 "history": history,
+                **timing,
                 "train_seconds": elapsed,
                 "stopped_early": stopped_early,
             },
             last_path,
         )
-        _write_sidecars(out_dir, cfg, model_config, labels, encoder, best_metrics, history, best_epoch, elapsed,
+        _write_sidecars(out_dir, cfg, model_config, labels, encoder, best_metrics, history, best_epoch, timing,
                         stopped_early, run_info)
         reporter.on_epoch(epoch=epoch, metrics=metrics, improved=improved, seconds=seconds)
 
     train_seconds = prior_seconds + time.perf_counter() - t_train
+    timing = {
+        "train_seconds": round(train_seconds, 1),
+        "total_seconds": round(prior_total + time.perf_counter() - t0, 1),
+        "cpu_seconds": round(prior_cpu + time.process_time() - c0, 1),
+    }
     if not (out_dir / CHECKPOINT).is_file():
         raise ModelError("training produced no checkpoint in %s" % out_dir)
-    _write_sidecars(out_dir, cfg, model_config, labels, encoder, best_metrics, history, best_epoch, train_seconds,
+    _write_sidecars(out_dir, cfg, model_config, labels, encoder, best_metrics, history, best_epoch, timing,
                     stopped_early, run_info)
     reporter.on_end(stopped_early=stopped_early)
     return TrainResult(
@@ -418,7 +434,7 @@ def train(
 
 def _write_sidecars(
     out_dir: Path, cfg: TrainConfig, model_config: ModelConfig, labels: dict[str, list[str]], encoder: TextEncoder,
-    best_metrics: dict[str, Any], history: list[dict[str, Any]], best_epoch: int, seconds: float,
+    best_metrics: dict[str, Any], history: list[dict[str, Any]], best_epoch: int, timing: dict[str, float],
     stopped_early: bool, run_info: dict[str, Any],
 ) -> None:
     atomic_write_json(
@@ -436,7 +452,6 @@ def _write_sidecars(
         except ValueError:
             existing = {}
     existing.update(
-        {"dev": best_metrics, "best_epoch": best_epoch, "history": history, "train_seconds": round(seconds, 1),
-         "stopped_early": stopped_early}
+        {"dev": best_metrics, "best_epoch": best_epoch, "history": history, **timing, "stopped_early": stopped_early}
     )
     atomic_write_json(metrics_path, existing)
