@@ -74,7 +74,7 @@ def offline_or_fill(offline: list[str], fill: list[str], env: dict[str, str]) ->
         checked(offline, env=env)
 
 
-def test_demo_runs_in_a_clean_serving_venv(tmp_path: Path, tiny_bundle: Any) -> None:
+def test_demo_runs_in_a_clean_serving_venv(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     checked([sys.executable, "-m", "venv", str(venv)])
     python, newsmtl = venv / "bin" / "python", venv / "bin" / "newsmtl"
@@ -109,18 +109,10 @@ def test_demo_runs_in_a_clean_serving_venv(tmp_path: Path, tiny_bundle: Any) -> 
     assert "torch" not in listed and "onnxruntime" in listed and "newsmtl" in listed
 
     ids = [a.id for a in load_samples()]
-    if (DEFAULT_BUNDLE / "manifest.json").is_file():
-        # The packaged default model: the README's one command.
-        demo = checked([str(newsmtl), "demo", "--width", "240"], env=env, timeout=120)
-    else:
-        # No default packaged yet: the demo must say so and exit non-zero, then run with --bundle.
-        missing = run([str(newsmtl), "demo"], env=env, timeout=120)
-        assert missing.returncode == 2, missing.stdout + missing.stderr
-        assert "no default model bundle" in missing.stderr and "Traceback" not in missing.stderr
-        bundle = Path(getattr(tiny_bundle, "path", tiny_bundle))
-        demo = checked(
-            [str(newsmtl), "demo", "--width", "240", "--bundle", str(bundle)], env=env, timeout=120
-        )
+    # The README's main command: the packaged default model, no --bundle, no torch.
+    assert (DEFAULT_BUNDLE / "manifest.json").is_file(), "the default model bundle must be packaged"
+    demo = checked([str(newsmtl), "demo", "--width", "240"], env=env, timeout=120)
+    assert "newsmtl-default" in demo.stdout
     for article_id in ids:
         assert article_id in demo.stdout, article_id
     assert "newsmtl demo: %d sample articles" % len(ids) in demo.stdout

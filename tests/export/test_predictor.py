@@ -17,6 +17,7 @@ from tests.export._helpers import REPO_ROOT
 
 from newsmtl import BundleError, ModelError, ModelSettings, ProviderUnavailableError
 from newsmtl.consumer import Predictor
+from newsmtl.consumer import _predictor as predictor_module
 from newsmtl.consumer._predictor import bucket_by_length
 from newsmtl.consumer._providers import (
     CPU,
@@ -237,11 +238,28 @@ def test_session_settings_are_applied(random_bundle: Path) -> None:
     assert str(options.graph_optimization_level).endswith("ORT_ENABLE_BASIC")
 
 
-def test_bundle_path_from_settings_and_missing_default(random_bundle: Path) -> None:
+def test_bundle_path_from_settings_and_missing_default(
+    random_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     predictor = Predictor.load(None, settings=ModelSettings(bundle_path=random_bundle, providers="cpu"))
     assert predictor.bundle_dir == random_bundle
+    # An install without the packaged default (e.g. a slimmed wheel) must say what to do.
+    monkeypatch.setattr(predictor_module, "DEFAULT_BUNDLE_RESOURCE", ("_resources", "no_such_bundle"))
     with pytest.raises(BundleError, match="no default bundle packaged.*pass --bundle"):
         Predictor.load(None, settings=ModelSettings(providers="cpu"))
+
+
+def test_packaged_default_bundle_loads_and_classifies() -> None:
+    predictor = Predictor.load(None, settings=ModelSettings(providers="cpu"))
+    assert predictor.bundle_dir.parts[-2:] == predictor_module.DEFAULT_BUNDLE_RESOURCE
+    assert predictor.model_name == "newsmtl-default"
+    assert len(predictor.publication_labels) >= 20  # every outlet with >= 300 training articles
+    article = Article(
+        id="default-1", title="Senate passes budget", text="The Senate voted on the budget bill."
+    )
+    (result,) = predictor.predict([article])
+    assert result.topic.topic in predictor.topic_labels
+    assert abs(sum(result.style.styles.values()) - 1.0) < 1e-4
 
 
 def test_two_onnxruntime_wheels_are_detected(tmp_path: Path) -> None:
