@@ -95,6 +95,10 @@ def test_train_reports_missing_fields_and_existing_runs(
     assert "pass --resume" in capsys.readouterr().err
     assert main(["train", "--data", str(bad), "--out", str(tmp_path / "r2"), "--preset", "nope"]) == 2
     assert "unknown preset" in capsys.readouterr().err
+    mask = tmp_path / "mask.json"
+    mask.write_text(json.dumps({"outlets": {"cnn.com": "CNN"}}))
+    assert main(["train", "--data", str(bad), "--out", str(tmp_path / "r3"), "--mask-config", str(mask)]) == 2
+    assert "must map outlet -> list of names" in capsys.readouterr().err
 
 
 class _StopAfterFirstEpoch(NullReporter):
@@ -105,7 +109,7 @@ class _StopAfterFirstEpoch(NullReporter):
 def test_same_seed_same_metrics_and_exact_resume(allsides_path: Path, tmp_path: Path) -> None:
     cfg = preset_config(
         "tiny", max_articles=600, min_publication_articles=25, vocab_size=800, max_length=48, title_max_tokens=12,
-        epochs=2, patience=2, threads=1, seed=21,
+        epochs=2, patience=2, threads=1, seed=21, masking={"outlets": {"example.org": ["Example Daily"]}},
     )
     cache = tmp_path / "cache"
     a = train(allsides_path, tmp_path / "a", cfg, cache_dir=cache)  # fills the token cache
@@ -113,6 +117,8 @@ def test_same_seed_same_metrics_and_exact_resume(allsides_path: Path, tmp_path: 
     assert len(list(cache.glob("*/ids-*-train.npz"))) == 1
     assert (tmp_path / "a" / "tokenizer.json").read_text() == (tmp_path / "b" / "tokenizer.json").read_text()
     assert a.dev_metrics == b.dev_metrics
+    masker = load_run(tmp_path / "a").encoder.masker  # the override travels with the run
+    assert masker.mask("Example Daily and Reuters") == "[OUTLET] and [OUTLET]"
     history_a = json.loads((tmp_path / "a" / "metrics.json").read_text())["history"]
     strip = [{k: v for k, v in h.items() if k != "seconds"} for h in history_a]
     assert strip == [

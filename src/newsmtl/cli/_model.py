@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -90,9 +91,13 @@ def register(app: typer.Typer) -> None:
             [], "--field", help="Map a logical field to a column: --field text=body (repeatable)."
         ),
         label_field: str = typer.Option(None, "--label-field", help="Column holding the topic label (default topic_coarse)."),
-        threads: int = typer.Option(None, "--threads", help="Torch CPU threads (default: all available)."),
+        threads: int = typer.Option(None, "--threads", help="Torch CPU threads (default: the free CPUs, at least 1)."),
         device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N."),
         progress: bool = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: only on a TTY)."),
+        mask_config: Path = typer.Option(
+            None, "--mask-config",
+            help='JSON outlet-masking override, e.g. {"outlets": {"example.com": ["Example News"]}}.',
+        ),
         cache_dir: Path = typer.Option(
             None, "--cache-dir", envvar="NEWSMTL_TOKEN_CACHE",
             help="Reuse the tokenizer and token ids of earlier runs on the same split and text config.",
@@ -107,6 +112,11 @@ def register(app: typer.Typer) -> None:
         }
         if field:
             overrides["fields"] = parse_field_overrides(field)
+        if mask_config is not None:
+            from newsmtl.text import OutletMasker
+
+            OutletMasker.from_json_file(mask_config)  # validates, with a clear error
+            overrides["masking"] = json.loads(mask_config.read_text(encoding="utf-8"))
         cfg = load_train_config(config, preset=preset, **overrides)
         show = _interactive() if progress is None else progress
         reporter = RichTrainReporter() if show else NullReporter()

@@ -51,7 +51,7 @@ class TrainConfig:
 
     # -- network (see ModelConfig) ---------------------------------------------------------
     embed_dim: int = 128
-    shared_dim: int = 192
+    shared_dim: int = 384  # CNN features (128 per kernel width)
     shared_kernel_sizes: tuple[int, ...] = (3, 5, 7)
     private_dim: int = 16
     private_kernel_size: int = 3
@@ -61,15 +61,15 @@ class TrainConfig:
     per_publication_topic_heads: bool = True
     residual_topic_heads: bool = True
     pooling: Literal["max", "max_mean"] = "max"
-    bag_of_words: bool = False
-    bigram_buckets: int = 0
+    bag_of_words: bool = True
+    bigram_buckets: int = 131_072
     bigram_dim: int = 64
 
     # -- optimisation ----------------------------------------------------------------------
     epochs: int = 4
     batch_size: int = 32
     eval_batch_size: int = 128
-    lr: float = 2e-3
+    lr: float = 6e-3
     weight_decay: float = 0.01
     warmup_fraction: float = 0.05
     schedule: Literal["cosine", "linear"] = "cosine"
@@ -79,7 +79,7 @@ class TrainConfig:
     # ((n_max / n_class) ** 0.5) or "inverse" (n_max / n_class, scikit-learn's "balanced" up to
     # scale). The coarse topics are skewed (politics is 42%), and macro-F1 weighs every topic
     # equally, so re-weighting trades a little accuracy for a lot of macro-F1.
-    topic_class_weighting: Literal["none", "sqrt_inverse", "inverse"] = "none"
+    topic_class_weighting: Literal["none", "sqrt_inverse", "inverse"] = "sqrt_inverse"
 
     # -- loss weights (ASP-MTL: adversarial 0.05, difference 0.01) --------------------------
     loss_topic: float = 1.0
@@ -172,6 +172,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "title_max_tokens": 24,
         "embed_dim": 48,
         "shared_dim": 96,
+        "bigram_buckets": 4_096,
+        "bigram_dim": 16,
         "private_dim": 8,
         "discriminator_hidden": 32,
         "dropout": 0.1,
