@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from newsmtl.consumer._lifecycle import AsyncLifecycle
 from newsmtl.consumer._metrics import ServiceMetrics
 
 __all__ = ["HealthServer", "ReadinessCheck"]
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 ReadinessCheck = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
 
 
-class HealthServer:
+class HealthServer(AsyncLifecycle):
     """A small aiohttp server beside the service.
 
     ``/healthz`` answers 200 as long as the event loop runs (liveness); ``/readyz`` answers 200
@@ -60,15 +60,6 @@ class HealthServer:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})

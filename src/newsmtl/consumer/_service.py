@@ -29,8 +29,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka import errors as kafka_errors
@@ -40,6 +39,7 @@ from newsmtl._settings import KafkaSettings, ServiceSettings, Settings
 from newsmtl.consumer._batching import Batch, MicroBatcher, Outcome, decode_batch, log_dead_letters
 from newsmtl.consumer._http import HealthServer
 from newsmtl.consumer._kafka import is_transient, kafka_client_kwargs, producer_kwargs
+from newsmtl.consumer._lifecycle import AsyncLifecycle
 from newsmtl.consumer._metrics import ServiceMetrics
 from newsmtl.consumer._retry import retry_transient
 from newsmtl.consumer._sinks import DeadLetterSink, KafkaResultSink, RedisResultSink
@@ -128,7 +128,7 @@ class _Clients:
     redis: RedisResultSink | None
 
 
-class NewsService:
+class NewsService(AsyncLifecycle):
     """The streaming classifier. Use ``async with NewsService(settings=...) as s: await s.run()``.
 
     ``predictor`` may be passed already loaded (benchmarks, tests); otherwise :meth:`start`
@@ -263,15 +263,6 @@ class NewsService:
                 log.warning("closing the %s failed: %s", what, exc)
         if clients is not None:
             clients.executor.shutdown(wait=False, cancel_futures=True)
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     def request_stop(self) -> None:
         """Ask :meth:`run` to stop fetching, drain, commit and return (signal-handler safe).

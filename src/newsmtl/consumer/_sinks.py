@@ -18,12 +18,12 @@ import asyncio
 import base64
 import logging
 from collections.abc import Sequence
-from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
 from newsmtl._errors import KafkaSinkError, RedisSinkError
 from newsmtl._settings import KafkaSettings, RedisSettings, TopicSettings
 from newsmtl.consumer._kafka import is_transient, producer_kwargs
+from newsmtl.consumer._lifecycle import AsyncLifecycle
 from newsmtl.schemas import ClassificationResult, DeadLetter, KafkaSource, Source
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ def _source_headers(source: Source | None) -> list[Header]:
     return []
 
 
-class _KafkaSink:
+class _KafkaSink(AsyncLifecycle):
     """A producer, owned or borrowed, with start/stop and ``async with``."""
 
     def __init__(self, *, kafka: KafkaSettings, producer: AIOKafkaProducer | None) -> None:
@@ -92,15 +92,6 @@ class _KafkaSink:
         if self._owns_producer and self._producer is not None:
             producer, self._producer = self._producer, None
             await producer.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     async def _send_all(
         self, records: Sequence[tuple[str, bytes | None, bytes, list[Header]]], what: str
@@ -175,7 +166,7 @@ class DeadLetterSink(_KafkaSink):
         await self._send_all(records, "dead letters")
 
 
-class RedisResultSink:
+class RedisResultSink(AsyncLifecycle):
     """Upserts each :class:`ClassificationResult` at ``<prefix>article:<id>``, one pipeline per batch.
 
     The writes are idempotent (``SET`` of the whole result), so a batch retried after a failure
@@ -213,15 +204,6 @@ class RedisResultSink:
         if self._owns_client and self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     async def write_batch(self, results: Sequence[ClassificationResult]) -> None:
         """Write every result in one pipeline; returns when Redis has answered all of them."""
