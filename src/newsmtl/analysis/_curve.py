@@ -5,8 +5,9 @@ For each training-set size and repeat, the same labelled articles train
 * ``adapt``: a new outlet slice on top of the frozen base model (:func:`train_new_outlet`);
 * ``scratch``: the same architecture with one outlet, every weight randomly initialised
   (no shared pretraining), trained on the topic loss only (outlet head + 0.5 x shared head, the
-  base trainer's weighting), with the same step budget, batch size and dropout. It reuses the
-  base run's tokenizer, so the comparison isolates the learned weights, not the vocabulary.
+  base trainer's weighting), with the same step budget, batch size and dropout, at the base
+  run's learning rate. It reuses the base run's tokenizer, so the comparison isolates the
+  learned weights, not the vocabulary.
 
 and both are scored on one fixed held-out set of the new outlet. ``zero_shot`` is the base
 model's shared head (what it predicts for an unknown outlet), which needs no labels at all.
@@ -57,8 +58,12 @@ BBC_TOPIC_MAP: dict[str, str] = {
 }
 
 
-def train_scratch(model_config: ModelConfig, train_set: EncodedSet, cfg: AdaptConfig, *, lr: float = 2e-3) -> SharedPrivateNet:
-    """A one-outlet ``SharedPrivateNet`` trained from random weights on ``train_set``'s topics."""
+def train_scratch(model_config: ModelConfig, train_set: EncodedSet, cfg: AdaptConfig, *, lr: float = 6e-3) -> SharedPrivateNet:
+    """A one-outlet ``SharedPrivateNet`` trained from random weights on ``train_set``'s topics.
+
+    Same step budget, batch size and schedule as :func:`train_new_outlet` (``cfg``); ``lr`` is
+    the whole network's (the learning curve passes the base run's own learning rate).
+    """
     torch.manual_seed(cfg.seed)
     net = SharedPrivateNet(replace(model_config, num_publications=1, num_bias=0))
     decay = [p for n, p in net.named_parameters() if p.ndim >= 2 and not n.endswith("bias")]
@@ -157,6 +162,9 @@ def adapt_learning_curve(
         "base_model": {"preset": run.train_config.get("preset"), "publications": len(run.labels["publications"])},
         "rows": [],
     }
+    scratch_lr = float(run.train_config.get("lr", 6e-3))
+    result["scratch"] = {"lr": scratch_lr, "weight_decay": cfg.weight_decay, "note": "same architecture and tokenizer, "
+                         "one outlet, random weights; topic loss only; same steps and batch size as adapt"}
     # Zero-shot: the base model's shared head on the test set (no labels used).
     zero = evaluate_new_outlet(run.net, NewOutlet(run.net), test, topics=topics, frozen=test_frozen)
     result["zero_shot"] = {"topic.accuracy": zero["shared_head.accuracy"], "topic.macro_f1": zero["shared_head.macro_f1"]}
@@ -183,7 +191,7 @@ def adapt_learning_curve(
                 progress(row)
             if scratch:
                 t0 = time.perf_counter()
-                net = train_scratch(run.model_config, train_set, run_cfg)
+                net = train_scratch(run.model_config, train_set, run_cfg, lr=scratch_lr)
                 row = {"method": "scratch", "size": n, "repeat": r, "steps": run_cfg.steps_for(n),
                        **_score_scratch(net, test), "seconds": round(time.perf_counter() - t0, 1)}
                 result["rows"].append(row)

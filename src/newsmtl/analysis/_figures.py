@@ -46,7 +46,7 @@ def probes_figure(rows: Sequence[tuple[str, float]], chance: float, majority: fl
     ax.set_xlim(0, 1.08)
     ax.set_xlabel("held-out accuracy")
     ax.set_title(title, fontsize=10)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8, frameon=False)
     return fig
 
 

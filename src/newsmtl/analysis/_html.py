@@ -122,6 +122,9 @@ def render_report(report: dict[str, Any], figures: Sequence[Figure]) -> str:
         [name.replace("_", " "), pub[name]["dim"], pub[name]["accuracy"], pub[name]["macro_f1"], pub[name]["train_accuracy"]]
         for name in ("shared", "private_own", "private_all", "shared_plus_private_all")
     ]
+    for name, probe in pub.get("shared_blocks", {}).items():
+        rows.append(["shared, %s block only" % name.replace("_", " "), probe["dim"], probe["accuracy"], probe["macro_f1"],
+                     probe["train_accuracy"]])
     rows.append(["style head of the model", "–", pub["style_head_top1"], None, None])
     rows.append(["chance (1/P)", "–", pub["chance"], None, None])
     rows.append(["majority class", "–", pub["majority"], None, None])

@@ -16,12 +16,14 @@ Two measures, both computed on the same held-out articles:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from scipy.cluster.hierarchy import fcluster, leaves_list, linkage, optimal_leaf_ordering
 from scipy.spatial.distance import squareform
+from sklearn.cluster import SpectralClustering
 from sklearn.metrics import adjusted_rand_score
 
 __all__ = [
@@ -88,11 +90,14 @@ def style_confusion(style_logits: np.ndarray, publication: np.ndarray, members: 
     return {"confusion": m, "similarity": sim}
 
 
-def cluster_order(similarity: np.ndarray, *, clusters: int = 3) -> dict[str, Any]:
-    """Average-linkage clustering on ``1 - similarity``: leaf order, linkage and flat clusters.
+def cluster_order(similarity: np.ndarray, *, clusters: int = 3, seed: int = 0) -> dict[str, Any]:
+    """Leaf order and linkage (average linkage on ``1 - similarity``) plus ``clusters`` flat clusters.
 
     The similarity is rescaled to [0, 1] off the diagonal first, so measures with different
-    ranges (confusion-based vs CKA) give comparable distances.
+    ranges (confusion-based vs CKA) give comparable distances. The flat clusters come from
+    spectral clustering of the same rescaled similarity: cutting an average-linkage tree into
+    a few clusters mostly splits off single outliers (an outlet nobody is confused with), which
+    says little about groups.
     """
     n = similarity.shape[0]
     if n < 2:
@@ -107,7 +112,18 @@ def cluster_order(similarity: np.ndarray, *, clusters: int = 3) -> dict[str, Any
     z = linkage(condensed, method="average")
     if n > 2:
         z = optimal_leaf_ordering(z, condensed)
-    flat = fcluster(z, t=min(clusters, n), criterion="maxclust")
+    if n > clusters:
+        affinity = np.clip(scaled, 0.0, None)
+        np.fill_diagonal(affinity, 1.0)
+        with warnings.catch_warnings():
+            # "Graph is not fully connected": outlets with zero similarity to all others are
+            # legitimate here; the embedding still assigns them a cluster.
+            warnings.simplefilter("ignore", UserWarning)
+            flat = SpectralClustering(
+                n_clusters=clusters, affinity="precomputed", random_state=seed, assign_labels="cluster_qr"
+            ).fit_predict(affinity) + 1
+    else:
+        flat = fcluster(z, t=n, criterion="maxclust")
     return {
         "order": [int(i) for i in leaves_list(z)],
         "linkage": z.tolist(),
