@@ -4,7 +4,8 @@ A run is fully described by one :class:`TrainConfig`; it is stored in the checkp
 ``config.json``, so a run can be reproduced (and its split recomputed) from it and the data.
 
 Presets: ``tiny`` (tests: 3,000 articles, 6 modelled outlets, trains in about 20 seconds on
-one core), ``base`` (= ``full``: the full shared-private adversarial model on the whole pool) and
+one core), ``base`` (= ``full``: the full shared-private adversarial model on the whole pool, the
+recipe of the packaged default model), ``wide`` (base with twice the shared CNN features) and
 the ablations ``single-task`` (topic only), ``fully-shared`` (no private encoders, no adversary)
 and ``shared-private`` (private encoders, but no adversarial and no difference loss).
 """
@@ -51,7 +52,7 @@ class TrainConfig:
 
     # -- network (see ModelConfig) ---------------------------------------------------------
     embed_dim: int = 128
-    shared_dim: int = 384  # CNN features (128 per kernel width)
+    shared_dim: int = 192  # CNN features (64 per kernel width)
     shared_kernel_sizes: tuple[int, ...] = (3, 5, 7)
     private_dim: int = 16
     private_kernel_size: int = 3
@@ -62,7 +63,7 @@ class TrainConfig:
     residual_topic_heads: bool = True
     pooling: Literal["max", "max_mean"] = "max"
     bag_of_words: bool = True
-    bigram_buckets: int = 131_072
+    bigram_buckets: int = 0  # hashed-bigram embeddings off: 131,072 x 64 would not fit a 10 MB bundle
     bigram_dim: int = 64
 
     # -- optimisation ----------------------------------------------------------------------
@@ -185,6 +186,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "base": _BASE,
     "full": _BASE,
+    # Twice the shared CNN features: the best dev macro-F1 of the 10k-article sweeps (0.61 against
+    # 0.57 for base; adding hashed bigrams on top gave 0.60). Not yet measured on the full pool.
+    "wide": {"shared_dim": 384},
     "single-task": _SINGLE_TASK,
     "fully-shared": {"use_private": False, "loss_adversarial": 0.0, "loss_difference": 0.0},
     "shared-private": {"loss_adversarial": 0.0, "loss_difference": 0.0},
