@@ -13,6 +13,7 @@ topics (docs/bbc_topic_mapping.md). Prints a table and writes every run's figure
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -38,6 +39,10 @@ def main() -> int:
     parser.add_argument("--test-size", type=int, default=350, help="fixed held-out BBC articles")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--no-scratch", action="store_true", help="skip the from-scratch baseline")
+    parser.add_argument("--lr", type=float, default=None, help="adapt learning rate (default: AdaptConfig's)")
+    parser.add_argument("--scratch-lr", type=float, default=None, help="from-scratch learning rate (default: the run's)")
+    parser.add_argument("--validation", action="store_true",
+                        help="score on a held-out set carved from the pool, never the test set (for choosing lr)")
     parser.add_argument("--negatives", type=Path, default=None, help="old outlets' data (default: the run's data)")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
@@ -49,6 +54,8 @@ def main() -> int:
 
     sizes = tuple(int(s) for s in args.sizes.split(","))
     cfg = AdaptConfig(epochs=args.epochs, threads=args.threads, seed=args.seed)
+    if args.lr is not None:
+        cfg = dataclasses.replace(cfg, lr=args.lr)
     t0 = time.perf_counter()
 
     def progress(row: dict[str, object]) -> None:
@@ -59,12 +66,12 @@ def main() -> int:
     result = adapt_learning_curve(
         args.run_dir, args.data, publication=args.publication, label_map=BBC_TOPIC_MAP, sizes=sizes,
         test_size=args.test_size, repeats=args.repeats, seed=args.seed, cfg=cfg, negatives_path=args.negatives,
-        scratch=not args.no_scratch, progress=progress,
+        scratch=not args.no_scratch, scratch_lr=args.scratch_lr, validation=args.validation, progress=progress,
     )
     result["wall_seconds"] = round(time.perf_counter() - t0, 1)
 
-    print("BBC learning curve: %s + new outlet %r, %d held-out BBC articles, %d repeats, mean ± sd"
-          % (args.run_dir, args.publication, result["test"]["n"], args.repeats))
+    print("BBC learning curve: %s + new outlet %r, %d held-out BBC articles (%s), %d repeats, mean ± sd"
+          % (args.run_dir, args.publication, result["test"]["n"], result["held_out"], args.repeats))
     print("zero-shot (base shared head, no labels): accuracy %.3f, macro-F1 %.3f; majority class (%s) accuracy %.3f"
           % (result["zero_shot"]["topic.accuracy"], result["zero_shot"]["topic.macro_f1"],
              result["majority_class"]["label"], result["majority_class"]["topic.accuracy"]))

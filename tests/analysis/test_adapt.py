@@ -160,3 +160,19 @@ def test_learning_curve_smoke(tiny_run: Path, bbc_small: Path, allsides_path: Pa
     }
     assert result["test"]["n"] == 24
     assert 0.0 <= result["zero_shot"]["topic.accuracy"] <= 1.0
+
+
+def test_learning_curve_validation_mode_never_scores_on_the_test_set(tiny_run: Path, bbc_small: Path,
+                                                                     allsides_path: Path) -> None:
+    from newsmtl.analysis import AdaptConfig, adapt_learning_curve
+
+    cfg = AdaptConfig(min_steps=5, max_steps=5, epochs=1, max_negatives=32, threads=1)
+    common = {"sizes": (8,), "test_size": 16, "repeats": 1, "cfg": cfg, "negatives_path": allsides_path}
+    test = adapt_learning_curve(tiny_run, bbc_small, scratch=False, **common)  # type: ignore[arg-type]
+    val = adapt_learning_curve(tiny_run, bbc_small, scratch_lr=1e-3, validation=True, **common)  # type: ignore[arg-type]
+    assert test["held_out"] == "test set" and val["held_out"].startswith("validation")
+    assert len(val["test"]["ids"]) == len(test["test"]["ids"]) == 16
+    assert not set(val["test"]["ids"]) & set(test["test"]["ids"])
+    assert val["pool"] == test["pool"] - 16
+    assert val["scratch"]["lr"] == 1e-3
+    assert [r["method"] for r in test["rows"]] == ["adapt"]

@@ -124,9 +124,16 @@ def adapt_learning_curve(
     cfg: AdaptConfig | None = None,
     negatives_path: Path | None = None,
     scratch: bool = True,
+    scratch_lr: float | None = None,
+    validation: bool = False,
     progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the learning curve; returns a JSON-ready dict (``rows`` per run, ``summary`` per cell)."""
+    """Run the learning curve; returns a JSON-ready dict (``rows`` per run, ``summary`` per cell).
+
+    ``validation=True`` is for choosing learning rates: the fixed test set is set aside unused and
+    a second held-out set of ``test_size`` articles, carved from the training pool, is scored
+    instead. ``scratch_lr`` defaults to the base run's own learning rate.
+    """
     cfg = cfg or AdaptConfig()
     if repeats < 1 or not sizes or min(sizes) < 1:
         raise ConfigError("need repeats >= 1 and positive sizes")
@@ -137,6 +144,9 @@ def adapt_learning_curve(
     topics = list(run.labels["topics"])
     examples = load_new_outlet_examples(Path(data_path), publication=publication, topics=topics, label_map=label_map)
     pool_idx, test_idx = stratified_split([e.topic for e in examples], test_size, seed=seed)
+    if validation:
+        rest, held = stratified_split([examples[i].topic for i in pool_idx], test_size, seed=seed)
+        pool_idx, test_idx = [pool_idx[i] for i in rest], [pool_idx[i] for i in held]
     if max(sizes) > len(pool_idx):
         raise ConfigError("largest size %d exceeds the %d articles left after the test set" % (max(sizes), len(pool_idx)))
     enc_args: dict[str, Any] = {"topics": topics, "publications": [], "bias": []}
@@ -152,7 +162,8 @@ def adapt_learning_curve(
         "publication": publication,
         "data": str(Path(data_path).resolve()),
         "label_map": label_map,
-        "test": {"n": len(test_idx), "topic_counts": dict(Counter(examples[i].topic for i in test_idx).most_common())},
+        "test": {"n": len(test_idx), "topic_counts": dict(Counter(examples[i].topic for i in test_idx).most_common()),
+                 "ids": sorted(examples[i].id for i in test_idx)},
         "pool": len(pool_idx),
         "sizes": list(sizes),
         "repeats": repeats,
@@ -162,7 +173,8 @@ def adapt_learning_curve(
         "base_model": {"preset": run.train_config.get("preset"), "publications": len(run.labels["publications"])},
         "rows": [],
     }
-    scratch_lr = float(run.train_config.get("lr", 6e-3))
+    scratch_lr = float(run.train_config.get("lr", 6e-3)) if scratch_lr is None else scratch_lr
+    result["held_out"] = "validation set carved from the pool (test set unused)" if validation else "test set"
     result["scratch"] = {"lr": scratch_lr, "weight_decay": cfg.weight_decay, "note": "same architecture and tokenizer, "
                          "one outlet, random weights; topic loss only; same steps and batch size as adapt"}
     # Zero-shot: the base model's shared head on the test set (no labels used).

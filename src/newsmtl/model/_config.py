@@ -187,7 +187,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "base": _BASE,
     "full": _BASE,
     # Twice the shared CNN features: the best dev macro-F1 of the 10k-article sweeps (0.61 against
-    # 0.57 for base; adding hashed bigrams on top gave 0.60). Not yet measured on the full pool.
+    # 0.57 for base; adding hashed bigrams on top gave 0.60). On the full pool it does not beat
+    # base (test topic macro-F1 0.643 vs 0.649, docs/ablations.md), so it stays an option.
     "wide": {"shared_dim": 384},
     "single-task": _SINGLE_TASK,
     "fully-shared": {"use_private": False, "loss_adversarial": 0.0, "loss_difference": 0.0},
