@@ -89,7 +89,10 @@ class AdaptConfig:
     min_steps: int = 100  # ... but at least this many steps (tiny label sets) ...
     max_steps: int = 1500  # ... and at most this many
     batch_size: int = 16
-    lr: float = 3e-3
+    # Chosen on a validation set carved from the BBC pool, never its test set (bench/adapt_curve.py
+    # --validation, 2 repeats, macro-F1 at 25/100/400 articles): 3e-3 0.59/0.64/0.77,
+    # 1e-2 0.62/0.68/0.80, 3e-2 0.65/0.66/0.78.
+    lr: float = 1e-2
     weight_decay: float = 0.01  # on the new matrices: pulls the residual head towards the shared head
     style_loss: float = 1.0
     negatives_per_positive: float = 1.0
