@@ -327,7 +327,8 @@ async def test_exactly_once_survives_kill_9_mid_transaction(
     serve_args: Callable[..., list[str]],
 ) -> None:
     stream = await make_stream(partitions=3)
-    valid = article_messages(800, skip=4400)
+    chunk = 800
+    valid = article_messages(chunk, skip=4400)
     poison = [(k, v) for _, k, v in poison_messages(10, oversize_bytes=SMALL_MAX_BYTES + 1)]
     await produce_messages(kafka_bootstrap, stream.input, valid + poison)
     keys = {k for k, _ in valid}
@@ -352,13 +353,19 @@ async def test_exactly_once_survives_kill_9_mid_transaction(
     outputs = (stream.topics, stream.styles, stream.dlq)
     # Kill -9 while a transaction is open: its records are in the log (high watermark) but not
     # below the last stable offset. Almost every kill lands there, because the service spends
-    # its time inside transactions; a kill that lands between two is retried.
+    # its time inside transactions; a kill that lands between two is retried. On a fast machine
+    # the service can drain the whole backlog between "100 more are committed" and the kill, so
+    # each attempt first makes sure that plenty of input is still waiting.
     kills, killed_mid_transaction, done = 0, False, 0
-    while not killed_mid_transaction and kills < 3:
+    while not killed_mid_transaction and kills < 5:
+        if len(keys) - done < chunk // 2:
+            more = article_messages(chunk, skip=4400 + len(keys))
+            await produce_messages(kafka_bootstrap, stream.input, more)
+            keys |= {k for k, _ in more}
         service = await ServeProcess(args, env).start()
         try:
             await service.wait_ready(timeout=120)
-            committed = await service.guard(
+            await service.guard(
                 wait_for_keys(
                     kafka_bootstrap,
                     stream.topics,
@@ -372,8 +379,9 @@ async def test_exactly_once_survives_kill_9_mid_transaction(
             await service.kill()
         kills += 1
         assert service.process is not None and service.process.returncode == -signal.SIGKILL
+        # What is committed now, after the kill (more than when the wait returned).
+        committed = await read_topic(kafka_bootstrap, stream.topics, isolation_level="read_committed")
         done = len({r.key for r in committed} & keys)
-        assert done < len(keys), "the stream was over before the kill"
         for topic in outputs:
             stable = await end_offsets(kafka_bootstrap, topic, isolation_level="read_committed")
             written = await end_offsets(kafka_bootstrap, topic, isolation_level="read_uncommitted")
