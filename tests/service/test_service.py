@@ -509,6 +509,21 @@ async def test_a_redis_outage_is_retried_without_committing_or_skipping_anything
             await unless_ended(
                 poll_until(redis_errors_counted, timeout=60, what="Redis retries"), run, _run_ended
             )
+            # Back-pressure: with the in-flight batches stuck on Redis, the fetch loop pauses every
+            # assigned partition instead of reading the other ~136 waiting articles into memory.
+            consumer = service.clients.consumer
+
+            async def all_partitions_paused() -> bool:
+                assigned = consumer.assignment()
+                return bool(assigned) and consumer.paused() == assigned
+
+            await unless_ended(
+                poll_until(all_partitions_paused, timeout=60, what="partitions paused"), run, _run_ended
+            )
+            consumed = service.metrics.registry.get_sample_value("newsmtl_messages_in_total") or 0
+            # At most max_in_flight batches, plus the one a paused poll may still return.
+            limit = (settings.batching.max_in_flight_batches + 1) * settings.batching.max_batch_size
+            assert consumed <= 200 + limit, (consumed, limit)
             # Redis is down: the batch waits, nothing past it is committed, readiness says so.
             assert await committed_offsets(kafka_bootstrap, stream.group) == 200
             status, body = await http_get(service.http_port, "/readyz")
