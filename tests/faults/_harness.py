@@ -97,28 +97,7 @@ def serve_args(
     stream: Stream, *, bundle: Path, bootstrap: str, redis_url: str, extra: Sequence[str] = ()
 ) -> list[str]:
     """The command line of ``newsmtl serve`` on ``stream`` (health server on a free port)."""
-    return [
-        "serve",
-        "--bundle",
-        str(bundle),
-        "--bootstrap-servers",
-        bootstrap,
-        "--redis-url",
-        redis_url,
-        "--group-id",
-        stream.group,
-        "--input-topic",
-        stream.input,
-        "--topics-topic",
-        stream.topics,
-        "--styles-topic",
-        stream.styles,
-        "--dlq-topic",
-        stream.dlq,
-        "--http-port",
-        "0",
-        *extra,
-    ]
+    return stream.command_line(bundle=bundle, bootstrap=bootstrap, redis_url=redis_url, extra=extra)
 
 
 def serve_env(stream: Stream, **extra: str) -> dict[str, str]:

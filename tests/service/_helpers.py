@@ -53,6 +53,33 @@ class Stream:
             "redis": {"key_prefix": self.redis_prefix},
         }
 
+    def command_line(
+        self, *, bundle: Path, bootstrap: str, redis_url: str, extra: Sequence[str] = (), command: str = "serve"
+    ) -> list[str]:
+        """The arguments of ``newsmtl <command>`` on this stream (health server on a free port)."""
+        return [
+            command,
+            "--bundle",
+            str(bundle),
+            "--bootstrap-servers",
+            bootstrap,
+            "--redis-url",
+            redis_url,
+            "--group-id",
+            self.group,
+            "--input-topic",
+            self.input,
+            "--topics-topic",
+            self.topics,
+            "--styles-topic",
+            self.styles,
+            "--dlq-topic",
+            self.dlq,
+            "--http-port",
+            "0",
+            *extra,
+        ]
+
 
 def article_messages(count: int, *, skip: int = 0) -> list[tuple[bytes, bytes]]:
     """``(key, value)`` messages of real articles from ../shared/data (key = article id)."""

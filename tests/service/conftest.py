@@ -72,28 +72,9 @@ def serve_args(kafka_bootstrap: str, redis_url: str, bundle_dir: Path) -> Callab
     """The command line of ``newsmtl serve`` on ``stream``, plus ``extra`` flags."""
 
     def make(stream: Stream, *extra: str, command: str = "serve") -> list[str]:
-        return [
-            command,
-            "--bundle",
-            str(bundle_dir),
-            "--bootstrap-servers",
-            kafka_bootstrap,
-            "--redis-url",
-            redis_url,
-            "--group-id",
-            stream.group,
-            "--input-topic",
-            stream.input,
-            "--topics-topic",
-            stream.topics,
-            "--styles-topic",
-            stream.styles,
-            "--dlq-topic",
-            stream.dlq,
-            "--http-port",
-            "0",
-            *extra,
-        ]
+        return stream.command_line(
+            bundle=bundle_dir, bootstrap=kafka_bootstrap, redis_url=redis_url, extra=extra, command=command
+        )
 
     return make
 
