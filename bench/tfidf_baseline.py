@@ -61,7 +61,7 @@ def main() -> None:
         from newsmtl.model import TrainConfig
 
         stored = json.loads((args.run / "config.json").read_text(encoding="utf-8"))
-        cfg = TrainConfig.from_dict(stored["train_config"])
+        cfg = TrainConfig.from_stored(stored["train_config"])
     else:
         cfg = load_train_config(None, preset=args.preset, seed=args.seed)
     data = prepare_data(args.data, cfg)

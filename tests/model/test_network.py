@@ -95,3 +95,26 @@ def test_model_config_round_trip_and_old_dicts() -> None:
     old = cfg.to_dict()
     del old["per_publication_topic_heads"], old["residual_topic_heads"]
     assert ModelConfig.from_dict(old).residual_topic_heads is True
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.25])
+def test_private_embedding_grad_scale_scales_only_the_private_path(scale: float) -> None:
+    ids, mask, pub = _batch()
+
+    def embedding_grads(**changes: object) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Embedding gradient of the style loss (private path only) and of the shared topic loss."""
+        net = _net(**changes)
+        style = net(ids, mask, pub).style_logits.logsumexp(dim=1).sum()
+        (style_grad,) = torch.autograd.grad(style, net.embedding.weight)
+        shared = net(ids, mask, pub).shared_topic_logits.logsumexp(dim=1).sum()
+        (shared_grad,) = torch.autograd.grad(shared, net.embedding.weight)
+        return style_grad, shared_grad, net(ids, mask, pub).topic_logits
+
+    full_style, full_shared, full_logits = embedding_grads()
+    style, shared, logits = embedding_grads(private_embedding_grad_scale=scale)
+    assert full_style.abs().sum() > 0
+    torch.testing.assert_close(style, full_style * scale)
+    torch.testing.assert_close(shared, full_shared)  # the shared path is untouched
+    torch.testing.assert_close(logits, full_logits)  # and so is the forward pass
+    with pytest.raises(ValueError, match="private_embedding_grad_scale"):
+        _net(private_embedding_grad_scale=1.5)

@@ -177,3 +177,12 @@ def test_text_config_validation(change: dict[str, object]) -> None:
 def test_text_package_does_not_import_torch() -> None:
     code = "import sys, newsmtl.text; assert 'torch' not in sys.modules, 'newsmtl.text imported torch'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_full_encoding_keeps_the_whole_masked_article(small_encoder: TextEncoder) -> None:
+    long_body = "WASHINGTON (Reuters) - " + " ".join(BODIES) * 3
+    cut = small_encoder.encode_batch(["Storm hits the coast"], [long_body])[0]
+    full = small_encoder.encode_full_batch(["Storm hits the coast"], [long_body])[0]
+    assert len(cut) == small_encoder.max_length < len(full)
+    assert full[: len(cut)] == cut  # same title, [SEP] and masking; only the cut differs
+    assert small_encoder.outlet_id in full and full.count(small_encoder.sep_id) == 1

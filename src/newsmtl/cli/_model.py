@@ -81,7 +81,7 @@ def register(app: typer.Typer) -> None:
         data: Path = typer.Option(..., "--data", help="Training data: JSONL, JSONL.gz, JSON or CSV."),
         out: Path = typer.Option(..., "--out", help="Run directory to create (or continue with --resume)."),
         preset: str = typer.Option(
-            None, "--preset", help="tiny | base | full | wide | single-task | fully-shared | shared-private (default base)."
+            None, "--preset", help="tiny | base | full | wide | topic-first | single-task | fully-shared | shared-private (default base)."
         ),
         config: Path = typer.Option(None, "--config", help="JSON/TOML file overriding preset values."),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),

@@ -121,6 +121,14 @@ def export_inputs_from_run(run_dir: Path, options: ExportOptions) -> ExportInput
         "modelled publications": "%d (>= %d training articles each)"
         % (len(labels["publications"]), cfg.min_publication_articles),
     }
+    pretraining = run.data.get("pretraining")
+    if isinstance(pretraining, dict):
+        summary["token embeddings"] = (
+            "initialised by %s pretraining (window %s, %s epochs) on the %s tokens of the full training "
+            "articles, then fine-tuned at %sx the learning rate"
+            % (pretraining.get("method"), pretraining.get("window"), pretraining.get("epochs"),
+               "{:,}".format(pretraining.get("tokens", 0)), cfg.embedding_lr_scale)
+        )
     return ExportInputs(
         net=run.net,
         encoder=run.encoder,

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import tokenizers
 
+from newsmtl.model._pretrain import PretrainedVectors
 from newsmtl.text import TextEncoder
 
 __all__ = ["TokenCache"]
@@ -30,8 +31,10 @@ logger = logging.getLogger(__name__)
 IdArrays = tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]
 
 
+
 class TokenCache:
-    """``root/<key>/tokenizer.json`` and ``root/<key>/ids-<tokenizer hash>-<split>.npz``."""
+    """``root/<key>/tokenizer.json``, ``root/<key>/ids-<tokenizer hash>-<split>.npz`` and
+    ``root/<key>/vectors-<hash of tokenizer + pretraining params>.npz``."""
 
     def __init__(self, root: Path, *, train_fingerprint: str, dev_fingerprint: str, text_config: dict[str, Any],
                  vocab_size: int) -> None:
@@ -70,15 +73,38 @@ class TokenCache:
 
     def save_ids(self, encoder: TextEncoder, split: str, arrays: IdArrays) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        path = self._ids_path(encoder, split)
-        fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".npz")
-        os.close(fd)
-        try:
-            np.savez(tmp, ids=arrays[0], lengths=arrays[1])
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        _atomic_npz(self._ids_path(encoder, split), ids=arrays[0], lengths=arrays[1])
+
+    def _vectors_path(self, encoder: TextEncoder, params: dict[str, Any]) -> Path:
+        material = json.dumps({"tokenizer": encoder.tokenizer.to_str(), **params}, sort_keys=True)
+        return self.dir / ("vectors-%s.npz" % hashlib.sha256(material.encode("utf-8")).hexdigest()[:16])
+
+    def load_vectors(self, encoder: TextEncoder, params: dict[str, Any]) -> PretrainedVectors | None:
+        """Pretrained token vectors of this tokenizer and pretraining ``params``, if cached."""
+        path = self._vectors_path(encoder, params)
+        if not path.is_file():
+            return None
+        with np.load(path) as data:
+            vectors, seen, meta = data["vectors"], data["seen"], data["meta"]
+        logger.info("token cache: pretrained vectors from %s", path)
+        return PretrainedVectors(vectors=vectors.astype(np.float32), seen=seen.astype(bool), tokens=int(meta[0]),
+                                 seconds=float(meta[1]))
+
+    def save_vectors(self, encoder: TextEncoder, params: dict[str, Any], pretrained: PretrainedVectors) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        _atomic_npz(self._vectors_path(encoder, params), vectors=pretrained.vectors, seen=pretrained.seen,
+                    meta=np.array([pretrained.tokens, pretrained.seconds], dtype=np.float64))
+
+
+def _atomic_npz(path: Path, **arrays: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def _atomic(path: Path, payload: bytes) -> None:

@@ -4,10 +4,12 @@ A run is fully described by one :class:`TrainConfig`; it is stored in the checkp
 ``config.json``, so a run can be reproduced (and its split recomputed) from it and the data.
 
 Presets: ``tiny`` (tests: 3,000 articles, 6 modelled outlets, trains in about 20 seconds on
-one core), ``base`` (= ``full``: the full shared-private adversarial model on the whole pool, the
-recipe of the packaged default model), ``wide`` (base with twice the shared CNN features) and
-the ablations ``single-task`` (topic only), ``fully-shared`` (no private encoders, no adversary)
-and ``shared-private`` (private encoders, but no adversarial and no difference loss).
+one core; no embedding pretraining), ``base`` (= ``full``: the full shared-private adversarial
+model on the whole pool, its token embeddings initialised by skip-gram pretraining on the full
+training articles and then fine-tuned at 0.2x the learning rate), ``wide`` (base with twice the
+shared CNN features), ``topic-first`` (base with half the style and bias loss weights) and the
+ablations ``single-task`` (topic only), ``fully-shared`` (no private encoders, no adversary) and
+``shared-private`` (private encoders, but no adversarial and no difference loss).
 """
 
 from __future__ import annotations
@@ -50,6 +52,12 @@ class TrainConfig:
     mask_outlets: bool = True
     masking: dict[str, Any] | None = None  # OutletMasker.from_config override table
 
+    # Initialise the token embeddings with skip-gram vectors trained on the training split's
+    # full articles (newsmtl.model._pretrain): text beyond the lead the classifier reads.
+    pretrain_embeddings: bool = True
+    pretrain_epochs: int = 3
+    pretrain_window: int = 5
+
     # -- network (see ModelConfig) ---------------------------------------------------------
     embed_dim: int = 128
     shared_dim: int = 192  # CNN features (64 per kernel width)
@@ -65,12 +73,17 @@ class TrainConfig:
     bag_of_words: bool = True
     bigram_buckets: int = 0  # hashed-bigram embeddings off: 131,072 x 64 would not fit a 10 MB bundle
     bigram_dim: int = 64
+    private_embedding_grad_scale: float = 1.0  # see ModelConfig
 
     # -- optimisation ----------------------------------------------------------------------
     epochs: int = 4
     batch_size: int = 32
     eval_batch_size: int = 128
     lr: float = 6e-3
+    # Learning rate of the token embeddings relative to ``lr``. Below 1 keeps pretrained
+    # embeddings closer to where pretraining put them (AdamW moves every coordinate of a frequent
+    # token by up to ``lr`` per step, far more than their 0.1 scale over an epoch).
+    embedding_lr_scale: float = 0.2
     weight_decay: float = 0.01
     warmup_fraction: float = 0.05
     schedule: Literal["cosine", "linear"] = "cosine"
@@ -105,6 +118,8 @@ class TrainConfig:
             problems.append("batch sizes must be >= 1")
         if self.lr <= 0:
             problems.append("lr must be > 0")
+        if not 0 < self.embedding_lr_scale <= 10:
+            problems.append("embedding_lr_scale must be in (0, 10]")
         if not 0 <= self.warmup_fraction < 1:
             problems.append("warmup_fraction must be in [0, 1)")
         if self.schedule not in ("cosine", "linear"):
@@ -115,6 +130,8 @@ class TrainConfig:
             problems.append("min_publication_articles must be >= 1")
         if self.max_articles is not None and self.max_articles < 10:
             problems.append("max_articles must be >= 10")
+        if self.pretrain_epochs < 1 or self.pretrain_window < 1:
+            problems.append("pretrain_epochs and pretrain_window must be >= 1")
         if self.patience < 1:
             problems.append("patience must be >= 1")
         for name in ("loss_topic", "loss_shared_topic", "loss_style", "loss_bias", "loss_adversarial", "loss_difference"):
@@ -148,9 +165,22 @@ class TrainConfig:
         except TypeError as exc:
             raise ConfigError("invalid train config: %s" % exc) from None
 
+    @classmethod
+    def from_stored(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """A run's stored config. Keys added after the run was trained take the value that
+        describes what that run actually did (e.g. no embedding pretraining), not today's default."""
+        return cls.from_dict({**_BEFORE_FIELD_EXISTED, **data})
+
     def replace(self, **changes: Any) -> TrainConfig:
         return TrainConfig.from_dict({**self.to_dict(), **changes})
 
+
+# What a run trained before a field existed did, for TrainConfig.from_stored.
+_BEFORE_FIELD_EXISTED: dict[str, Any] = {
+    "pretrain_embeddings": False,
+    "embedding_lr_scale": 1.0,
+    "private_embedding_grad_scale": 1.0,
+}
 
 _BASE: dict[str, Any] = {}
 _SINGLE_TASK: dict[str, Any] = {
@@ -183,6 +213,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "batch_size": 32,
         "lr": 1e-2,
         "warmup_fraction": 0.1,
+        # No pretraining (it would add ~35 s to a 20 s run); the embeddings learn at full rate.
+        "pretrain_embeddings": False,
+        "embedding_lr_scale": 1.0,
     },
     "base": _BASE,
     "full": _BASE,
@@ -190,6 +223,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 0.57 for base; adding hashed bigrams on top gave 0.60). On the full pool it does not beat
     # base (test topic macro-F1 0.643 vs 0.649, docs/ablations.md), so it stays an option.
     "wide": {"shared_dim": 384},
+    # Half the style and bias loss weights: less pull of the auxiliary tasks on the shared
+    # embedding and features. Over seeds 13 and 14: dev topic macro-F1 +0.9 and test +0.3 over
+    # base (within run-to-run noise on test), for style top-1 -1.3 and bias macro-F1 -2.5 points
+    # (docs/ablations.md). The product's edge is style and bias, so it stays an option.
+    "topic-first": {"loss_style": 0.5, "loss_bias": 0.25},
     "single-task": _SINGLE_TASK,
     "fully-shared": {"use_private": False, "loss_adversarial": 0.0, "loss_difference": 0.0},
     "shared-private": {"loss_adversarial": 0.0, "loss_difference": 0.0},

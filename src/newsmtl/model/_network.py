@@ -76,6 +76,11 @@ class ModelConfig:
     bag_of_words: bool = False
     bigram_buckets: int = 0
     bigram_dim: int = 64
+    # Multiplies the gradient that the private encoders send into the token embeddings, which
+    # every encoder shares. At 1.0 the style loss reshapes the shared embedding table through the
+    # private encoders, around the adversary; below 1 the table is learned mostly for the shared
+    # (topic) path and the private encoders read it. Training only: the forward pass is unchanged.
+    private_embedding_grad_scale: float = 1.0
 
     @property
     def pool_factor(self) -> int:
@@ -96,6 +101,8 @@ class ModelConfig:
             raise ValueError("private_dim must be even with max_mean pooling")
         if self.bigram_buckets < 0 or self.bigram_dim < 1:
             raise ValueError("bigram_buckets must be >= 0 and bigram_dim >= 1")
+        if not 0.0 <= self.private_embedding_grad_scale <= 1.0:
+            raise ValueError("private_embedding_grad_scale must be in [0, 1]")
         if self.num_publications < 1 or self.num_topics < 2:
             raise ValueError("need at least 1 modelled publication and 2 topics")
 
@@ -120,6 +127,13 @@ class _GradientReversalFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         return -ctx.strength * grad, None
+
+
+def scale_gradient(x: Tensor, scale: float) -> Tensor:
+    """Identity forward; multiplies the gradient by ``scale`` (in [0, 1]) backward."""
+    if scale == 1.0:
+        return x
+    return _GradientReversalFn.apply(x, -scale)  # type: ignore[no-any-return]
 
 
 class GradientReversal(nn.Module):
@@ -279,7 +293,8 @@ class SharedPrivateNet(nn.Module):
         ds = self.cfg.shared_feature_dim
 
         if self.private_encoders is not None:
-            private = self.dropout(self.private_encoders(emb, mask))  # [B,P,Dp]
+            private_in = scale_gradient(emb, self.cfg.private_embedding_grad_scale)
+            private = self.dropout(self.private_encoders(private_in, mask))  # [B,P,Dp]
             private_own = private[torch.arange(batch, device=private.device), own]  # [B,Dp]
             private_own = private_own * known.unsqueeze(1).to(private_own.dtype)
             style_logits = (private * self.style_weight.unsqueeze(0)).sum(-1) + self.style_bias  # [B,P]

@@ -55,7 +55,7 @@ class Run:
 
     @property
     def config(self) -> TrainConfig:
-        return TrainConfig.from_dict(self.train_config)
+        return TrainConfig.from_stored(self.train_config)
 
 
 def save_torch_atomic(obj: Any, path: Path) -> None:

@@ -36,6 +36,7 @@ from newsmtl.model._pipeline import (
     prepare_data,
     run_forward,
 )
+from newsmtl.model._pretrain import pretrain_token_vectors, scale_like_init
 from newsmtl.model._run import (
     CHECKPOINT,
     CONFIG_JSON,
@@ -142,7 +143,7 @@ def build_model_config(cfg: TrainConfig, *, vocab_size: int, pad_id: int, num_to
         dropout=cfg.dropout, use_private=cfg.use_private,
         per_publication_topic_heads=cfg.per_publication_topic_heads, residual_topic_heads=cfg.residual_topic_heads,
         pooling=cfg.pooling, bag_of_words=cfg.bag_of_words, bigram_buckets=cfg.bigram_buckets,
-        bigram_dim=cfg.bigram_dim,
+        bigram_dim=cfg.bigram_dim, private_embedding_grad_scale=cfg.private_embedding_grad_scale,
     )
 
 
@@ -160,13 +161,21 @@ def _lr_lambda(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
     return factor
 
 
-def _param_groups(net: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+def _param_groups(net: nn.Module, weight_decay: float, *, lr: float, embedding_lr_scale: float = 1.0) -> list[dict[str, Any]]:
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
+    embedding: list[nn.Parameter] = []
     for name, param in net.named_parameters():
+        if name == "embedding.weight" and embedding_lr_scale != 1.0:
+            embedding.append(param)
+            continue
         # Matrices and conv kernels decay; biases (and the per-outlet bias tables) do not.
         (no_decay if param.ndim < 2 or name.endswith("bias") else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if embedding:
+        # A third group only when it differs, so that older resume states still load.
+        groups.append({"params": embedding, "weight_decay": weight_decay, "lr": lr * embedding_lr_scale})
+    return groups
 
 
 def _masker_config(cfg: TrainConfig) -> dict[str, Any] | None:
@@ -194,7 +203,7 @@ def train(
         state = read_checkpoint(last_path)
         if state.get("format") != LAST_FORMAT:
             raise ModelError("%s: unknown resume format %r" % (last_path, state.get("format")))
-        stored = TrainConfig.from_dict(state["train_config"])
+        stored = TrainConfig.from_stored(state["train_config"])
         if stored.to_dict() != cfg.to_dict():
             logger.info("resuming with the run's stored config (preset %s), not the one given", stored.preset)
         cfg = stored
@@ -265,12 +274,26 @@ def train(
         len(data.publications), threads, device,
     )
 
+    run_info: dict[str, Any] = {
+        **data.info,
+        "threads": threads,
+        "device": str(device),
+        "amp": use_amp,
+    }
+    if state is not None and "pretraining" in state["data"]:
+        run_info["pretraining"] = state["data"]["pretraining"]
     model_config = build_model_config(
         cfg, vocab_size=encoder.vocab_size, pad_id=encoder.pad_id, num_topics=len(data.topics),
         num_publications=len(data.publications), num_bias=len(data.bias),
     )
-    net = SharedPrivateNet(model_config).to(device)
-    optimizer = torch.optim.AdamW(_param_groups(net, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98))
+    net = SharedPrivateNet(model_config)
+    if cfg.pretrain_embeddings and state is None:
+        run_info["pretraining"] = _init_pretrained_embeddings(net, cfg, encoder, train_ex, cache)
+    net = net.to(device)
+    optimizer = torch.optim.AdamW(
+        _param_groups(net, cfg.weight_decay, lr=cfg.lr, embedding_lr_scale=cfg.embedding_lr_scale), lr=cfg.lr,
+        betas=(0.9, 0.98),
+    )
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, total_steps))
@@ -308,12 +331,6 @@ def train(
         best_metrics = dict(state["best_metrics"])
         stopped_early = bool(state["stopped_early"])
 
-    run_info = {
-        **data.info,
-        "threads": threads,
-        "device": str(device),
-        "amp": use_amp,
-    }
     reporter.on_start(
         total_steps=total_steps, done_steps=global_step,
         info={"train": len(train_set), "dev": len(dev_set), "outlets": len(data.publications),
@@ -430,6 +447,28 @@ def train(
         run_dir=out_dir, dev_metrics=best_metrics, epochs_run=len(history), best_epoch=best_epoch,
         stopped_early=stopped_early, train_seconds=train_seconds,
     )
+
+
+def _init_pretrained_embeddings(
+    net: SharedPrivateNet, cfg: TrainConfig, encoder: TextEncoder, train_ex: list[Any], cache: TokenCache | None,
+) -> dict[str, Any]:
+    """Overwrite the token embeddings with skip-gram vectors of the full training articles."""
+    params = {"dim": cfg.embed_dim, "epochs": cfg.pretrain_epochs, "window": cfg.pretrain_window, "seed": cfg.seed}
+    pretrained = cache.load_vectors(encoder, params) if cache is not None else None
+    if pretrained is None:
+        # One worker: gensim is reproducible only single-threaded.
+        pretrained = pretrain_token_vectors(
+            encoder, [e.title for e in train_ex], [e.text for e in train_ex], workers=1, **params
+        )
+        if cache is not None:
+            cache.save_vectors(encoder, params, pretrained)
+    with torch.no_grad():
+        init = net.embedding.weight.detach().numpy()
+        table = scale_like_init(pretrained, init)
+        table[encoder.pad_id] = 0.0
+        net.embedding.weight.copy_(torch.from_numpy(table))
+    return {"method": "skip-gram", **params, "tokens": pretrained.tokens, "ids_seen": int(pretrained.seen.sum()),
+            "seconds": round(pretrained.seconds, 1)}
 
 
 def _write_sidecars(

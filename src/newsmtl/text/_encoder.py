@@ -211,6 +211,17 @@ class TextEncoder:
             out.append(head)
         return out
 
+    def encode_full_batch(self, titles: Sequence[str], texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of the *whole* article (title + [SEP] + every body token), masked like
+        :meth:`encode_batch` but never cut: the corpus for embedding pretraining."""
+        masked_titles = [self.masker.mask(_sanitize(t or "")) for t in titles]
+        bodies = [self.masker.mask(_sanitize(t or "")) for t in texts]
+        if len(masked_titles) != len(bodies):
+            raise ValueError("titles and texts differ in length")
+        title_enc = self.tokenizer.encode_batch(masked_titles, add_special_tokens=False)
+        body_enc = self.tokenizer.encode_batch(bodies, add_special_tokens=False)
+        return [[*t.ids, self.sep_id, *b.ids] for t, b in zip(title_enc, body_enc, strict=True)]
+
     def pad(
         self, batch: Sequence[Sequence[int]], *, length: int | None = None
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
