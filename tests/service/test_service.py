@@ -352,12 +352,14 @@ async def test_exactly_once_survives_kill_9_mid_transaction(
 
     outputs = (stream.topics, stream.styles, stream.dlq)
     # Kill -9 while a transaction is open: its records are in the log (high watermark) but not
-    # below the last stable offset. Almost every kill lands there, because the service spends
-    # its time inside transactions; a kill that lands between two is retried. On a fast machine
-    # the service can drain the whole backlog between "100 more are committed" and the kill, so
-    # each attempt first makes sure that plenty of input is still waiting.
+    # below the last stable offset. Only part of the service's time is spent there (records
+    # still in the client's buffer, or inference between two transactions, do not count), so a
+    # kill that lands elsewhere is retried; attempts are cheap (a static member rejoins at once)
+    # and up to 20 of them make a miss on every one vanishingly unlikely. On a fast machine the
+    # service can drain the whole backlog between "more are committed" and the kill, so each
+    # attempt first makes sure that plenty of input is still waiting.
     kills, killed_mid_transaction, done = 0, False, 0
-    while not killed_mid_transaction and kills < 5:
+    while not killed_mid_transaction and kills < 20:
         if len(keys) - done < chunk // 2:
             more = article_messages(chunk, skip=4400 + len(keys))
             await produce_messages(kafka_bootstrap, stream.input, more)
@@ -372,7 +374,7 @@ async def test_exactly_once_survives_kill_9_mid_transaction(
                     keys,
                     timeout=120,
                     isolation_level="read_committed",
-                    minimum=done + 100,
+                    minimum=done + 40,
                 )
             )
         finally:
