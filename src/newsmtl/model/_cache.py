@@ -31,7 +31,6 @@ logger = logging.getLogger(__name__)
 IdArrays = tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]
 
 
-
 class TokenCache:
     """``root/<key>/tokenizer.json``, ``root/<key>/ids-<tokenizer hash>-<split>.npz`` and
     ``root/<key>/vectors-<hash of tokenizer + pretraining params>.npz``."""

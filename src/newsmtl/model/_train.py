@@ -161,7 +161,9 @@ def _lr_lambda(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
     return factor
 
 
-def _param_groups(net: nn.Module, weight_decay: float, *, lr: float, embedding_lr_scale: float = 1.0) -> list[dict[str, Any]]:
+def _param_groups(
+    net: nn.Module, weight_decay: float, *, lr: float, embedding_lr_scale: float = 1.0
+) -> list[dict[str, Any]]:
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
     embedding: list[nn.Parameter] = []
