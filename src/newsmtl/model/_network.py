@@ -133,6 +133,7 @@ def scale_gradient(x: Tensor, scale: float) -> Tensor:
     """Identity forward; multiplies the gradient by ``scale`` (in [0, 1]) backward."""
     if scale == 1.0:
         return x
+    # The reversal multiplies the gradient by -strength, so strength -scale scales it by +scale.
     return _GradientReversalFn.apply(x, -scale)  # type: ignore[no-any-return]
 
 

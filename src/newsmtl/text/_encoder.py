@@ -185,10 +185,15 @@ class TextEncoder:
         self.tokenizer.save(str(tokenizer_json))
 
     # -- encoding -------------------------------------------------------------------------
-    def prepare(self, titles: Iterable[str], texts: Iterable[str]) -> tuple[list[str], list[str]]:
-        """Sanitised, cut and masked (title, body) strings, before tokenization."""
+    def prepare(
+        self, titles: Iterable[str], texts: Iterable[str], *, cut: bool = True
+    ) -> tuple[list[str], list[str]]:
+        """Sanitised, masked (title, body) strings before tokenization; bodies cut unless ``cut=False``."""
+        limit = self._body_chars if cut else None
         masked_titles = [self.masker.mask(_sanitize(t or "")) for t in titles]
-        bodies = [self.masker.mask(_cut(_sanitize(t or ""), self._body_chars)) for t in texts]
+        bodies = [
+            self.masker.mask(_sanitize(t or "") if limit is None else _cut(_sanitize(t or ""), limit)) for t in texts
+        ]
         if len(masked_titles) != len(bodies):
             raise ValueError("titles and texts differ in length")
         return masked_titles, bodies
@@ -214,10 +219,7 @@ class TextEncoder:
     def encode_full_batch(self, titles: Sequence[str], texts: Sequence[str]) -> list[list[int]]:
         """Token ids of the *whole* article (title + [SEP] + every body token), masked like
         :meth:`encode_batch` but never cut: the corpus for embedding pretraining."""
-        masked_titles = [self.masker.mask(_sanitize(t or "")) for t in titles]
-        bodies = [self.masker.mask(_sanitize(t or "")) for t in texts]
-        if len(masked_titles) != len(bodies):
-            raise ValueError("titles and texts differ in length")
+        masked_titles, bodies = self.prepare(titles, texts, cut=False)
         title_enc = self.tokenizer.encode_batch(masked_titles, add_special_tokens=False)
         body_enc = self.tokenizer.encode_batch(bodies, add_special_tokens=False)
         return [[*t.ids, self.sep_id, *b.ids] for t, b in zip(title_enc, body_enc, strict=True)]
